@@ -1,0 +1,1 @@
+"""Users, teams, memberships, roles and API tokens."""

@@ -1,0 +1,1 @@
+"""The audit log. Record events with `portal.audit.services.audit_record`."""

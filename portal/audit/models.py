@@ -1,0 +1,52 @@
+"""The append-only, hash-chained record of every state-changing action."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class Outcome(models.TextChoices):
+    OK = "ok", "OK"
+    DENIED = "denied", "Denied"
+    ERROR = "error", "Error"
+
+
+class ActorType(models.TextChoices):
+    USER = "user", "User"  # a person signed in to the portal or the admin site
+    TOKEN = "token", "API token"  # a person acting through one of their API tokens
+    SYSTEM = "system", "System"  # beat and worker tasks
+    ANONYMOUS = "anonymous", "Anonymous"  # e.g. a failed login for an unknown name
+
+
+class AuditEvent(models.Model):
+    """One action, who did it, to what, and how it ended.
+
+    `id` is assigned by the appender (head + 1) under a lock, so ids have no gaps and a
+    missing event shows as a gap. `hash` is SHA-256 over the canonical JSON of the event's
+    fields and `prev_hash`; the row carries no foreign keys, so deleting a user or team never
+    touches the record (and on PostgreSQL a trigger refuses UPDATE and DELETE outright).
+    """
+
+    id = models.BigIntegerField(primary_key=True)
+    created_at = models.DateTimeField(db_index=True)
+    actor_type = models.CharField(max_length=16, choices=ActorType.choices)
+    actor_id = models.BigIntegerField(null=True, blank=True)
+    actor_name = models.CharField(max_length=150, db_index=True)
+    token_name = models.CharField(max_length=100, blank=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    action = models.CharField(max_length=64, db_index=True)
+    target_type = models.CharField(max_length=64, blank=True)
+    target_id = models.CharField(max_length=64, blank=True)
+    target_repr = models.CharField(max_length=200, blank=True)
+    team_id = models.BigIntegerField(null=True, blank=True)
+    team_slug = models.CharField(max_length=40, blank=True, db_index=True)
+    outcome = models.CharField(max_length=8, choices=Outcome.choices, default=Outcome.OK)
+    details = models.JSONField(default=dict, blank=True)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64, unique=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"#{self.id} {self.action} by {self.actor_name} ({self.outcome})"

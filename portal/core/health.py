@@ -1,0 +1,86 @@
+"""Liveness (`/healthz`) and readiness (`/readyz`) of the portal and what it depends on."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.conf import settings
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.cache import never_cache
+from kombu import Connection
+
+from portal.celery import app as celery_app
+from portal.runtime import get_backend
+
+OK = "ok"
+
+
+def healthz(request: HttpRequest) -> HttpResponse:
+    """The process is up and serving; says nothing about its dependencies."""
+    return HttpResponse("ok\n", content_type="text/plain")
+
+
+def check_database() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return OK
+
+
+def _broker_connection() -> Connection:
+    # Built from settings on every check (not the app's pooled connection), so a changed or
+    # wrong broker URL is reported as it is now.
+    return Connection(
+        settings.CELERY_BROKER_URL,
+        transport_options=settings.CELERY_BROKER_TRANSPORT_OPTIONS,
+        connect_timeout=settings.DOCKYARD_READY_CONNECT_TIMEOUT_S,
+    )
+
+
+def check_broker() -> str:
+    with _broker_connection() as conn:
+        conn.ensure_connection(max_retries=1, timeout=settings.DOCKYARD_READY_CONNECT_TIMEOUT_S)
+    return OK
+
+
+def check_worker() -> str:
+    with _broker_connection() as conn:
+        replies = celery_app.control.ping(timeout=settings.DOCKYARD_READY_WORKER_TIMEOUT_S, connection=conn)
+    if not replies:
+        return f"no Celery worker answered a ping within {settings.DOCKYARD_READY_WORKER_TIMEOUT_S:g} s"
+    return OK
+
+
+def check_runtime() -> str:
+    get_backend().ping()
+    return OK
+
+
+CHECKS: dict[str, Callable[[], str]] = {
+    "database": check_database,
+    "broker": check_broker,
+    "worker": check_worker,
+    "runtime": check_runtime,
+}
+
+
+def run_checks() -> dict[str, str]:
+    results: dict[str, str] = {}
+    for name, check in CHECKS.items():
+        if name == "worker" and results.get("broker") != OK:
+            # Pinging through a dead broker would only wait out its retries.
+            results[name] = "not checked: the broker is not reachable"
+            continue
+        try:
+            results[name] = check()
+        except Exception as error:  # noqa: BLE001  (any failure is a finding, reported by name)
+            results[name] = f"{type(error).__name__}: {error}".strip()[:300]
+    return results
+
+
+@never_cache
+def readyz(request: HttpRequest) -> JsonResponse:
+    """200 when every component answers, else 503; the body names each component's state."""
+    results = run_checks()
+    ready = all(value == OK for value in results.values())
+    return JsonResponse(results, status=200 if ready else 503)

@@ -1,0 +1,22 @@
+"""The portal's own pages that belong to no one section."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+
+@login_required
+def home(request: HttpRequest) -> HttpResponse:
+    return render(request, "core/home.html")
+
+
+def section(template: str):
+    """A page of the main navigation whose content its own section fills in."""
+
+    @login_required
+    def view(request: HttpRequest) -> HttpResponse:
+        return render(request, template)
+
+    return view

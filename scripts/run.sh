@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# `make run`: install, migrate, seed the demo, then run web, worker and beat until Ctrl-C.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+scripts/ensure-venv.sh
+mkdir -p var
+if [ -f .env ]; then set -a; . ./.env; set +a; fi
+export DOCKYARD_HOST=${HOST:-127.0.0.1} DOCKYARD_PORT=${PORT:-8000}
+
+if [ -z "${DATABASE_URL:-}" ]; then
+  say "No DATABASE_URL: using the embedded default (SQLite in var/, filesystem broker)"
+else
+  scripts/ensure-services.sh
+fi
+if [ "${DOCKYARD_RUNTIME:-docker}" = docker ]; then
+  scripts/ensure-docker.sh || say "Carrying on without a Docker engine: workloads cannot start until one answers."
+fi
+
+.venv/bin/python manage.py migrate --noinput
+.venv/bin/python manage.py collectstatic --noinput -v0
+.venv/bin/python manage.py seed_demo
+
+cat <<MSG
+
+  Dockyard is starting at http://$DOCKYARD_HOST:$DOCKYARD_PORT/
+  Demo logins (demo only): admin (platform admin), alice (demo team admin), bob (demo member),
+  carol (research team admin); password for all: dockyard-demo
+  Ctrl-C stops web, worker and beat.
+
+MSG
+exec .venv/bin/honcho start -f Procfile

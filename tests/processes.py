@@ -1,0 +1,78 @@
+"""Starting real portal processes (uvicorn, Celery) from tests, and waiting on them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+
+def wait_for(condition: Callable[[], object], *, timeout: float, what: str, interval: float = 0.2):
+    """Polls `condition` until it returns something truthy; fails the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    result: object = None
+    while time.monotonic() < deadline:
+        try:
+            result = condition()
+        except Exception as error:  # noqa: BLE001  (a condition that cannot be evaluated yet is just "not yet")
+            last_error = error
+        else:
+            if result:
+                return result
+        time.sleep(interval)
+    raise AssertionError(
+        f"timed out after {timeout} s waiting for {what} (last result: {result!r}, last error: {last_error!r})"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def running(args: list[str], *, env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
+    """Runs a process for the duration of a `with` block, then stops it (SIGTERM, then SIGKILL)."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            args, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            yield process
+        finally:
+            stop(process)
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=5)
+
+
+def celery_worker_args(name: str) -> list[str]:
+    return [
+        str(VENV_BIN / "celery"), "-A", "portal", "worker", "--pool", "solo", "--loglevel", "INFO",
+        "-Q", "default,runtime,builds", "-n", f"{name}@%h", "--without-mingle", "--without-gossip",
+    ]  # fmt: skip
+
+
+def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
