@@ -41,12 +41,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def child_env(env: dict[str, str]) -> dict[str, str]:
+    # The browser fixture lets the test process call the ORM beside Playwright's event loop;
+    # the portal processes a test starts must run with Django's async safety intact.
+    return {k: v for k, v in env.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"}
+
+
 @contextmanager
 def running(args: list[str], *, env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
     """Runs a process for the duration of a `with` block, then stops it (SIGTERM, then SIGKILL)."""
     with log.open("wb") as out:
         process = subprocess.Popen(
-            args, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            args, cwd=REPO, env=child_env(env), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
         try:
             yield process
@@ -74,5 +80,5 @@ def celery_worker_args(name: str) -> list[str]:
 
 def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "manage.py", *args], cwd=REPO, env=child_env(env), capture_output=True, text=True, timeout=300
     )
