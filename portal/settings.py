@@ -146,6 +146,19 @@ DOCKYARD_RUNTIME = env.str("DOCKYARD_RUNTIME", default="docker")
 DOCKER_HOST = env.str("DOCKER_HOST", default="")
 KUBECONFIG = env.str("KUBECONFIG", default="")
 KUBE_CONTEXT = env.str("DOCKYARD_KUBE_CONTEXT", default="")
+# The bridge network every Docker workload joins (traffic between workloads off), and the
+# host-side name of its bridge, which scripts/workload-firewall.sh filters.
+DOCKYARD_DOCKER_NETWORK = env.str("DOCKYARD_DOCKER_NETWORK", default="dockyard-workloads")
+DOCKYARD_DOCKER_BRIDGE = env.str("DOCKYARD_DOCKER_BRIDGE", default="dy-workloads")
+
+# --- Image builds -------------------------------------------------------------------------
+
+# The local base image catalog builds start from (made by scripts/build-base-image.sh).
+DOCKYARD_BASE_IMAGE = env.str("DOCKYARD_BASE_IMAGE", default="dockyard/base:bookworm")
+# CA bundle copied into built images and given to pip (for networks that inspect TLS).
+DOCKYARD_BUILD_CA_BUNDLE = env.str("DOCKYARD_BUILD_CA_BUNDLE", default="")
+# Package index for pip inside builds; empty means pip's default (PyPI).
+DOCKYARD_PIP_INDEX_URL = env.str("DOCKYARD_PIP_INDEX_URL", default="")
 
 # --- Health -------------------------------------------------------------------------------
 

@@ -17,7 +17,8 @@ __all__ = ["RuntimeBackend", "RuntimeError_", "get_backend"]
 
 
 @cache
-def _backend(name: str) -> RuntimeBackend:
+def _backend(name: str, location: str) -> RuntimeBackend:
+    # Keyed by where the backend points too, so changed settings get a fresh client.
     if name == "docker":
         from portal.runtime.docker import DockerBackend
 
@@ -30,4 +31,5 @@ def _backend(name: str) -> RuntimeBackend:
 
 
 def get_backend() -> RuntimeBackend:
-    return _backend(settings.DOCKYARD_RUNTIME)
+    location = settings.DOCKER_HOST if settings.DOCKYARD_RUNTIME == "docker" else settings.KUBECONFIG
+    return _backend(settings.DOCKYARD_RUNTIME, location)

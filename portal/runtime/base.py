@@ -1,8 +1,23 @@
-"""The contract every runtime backend meets, and the error type it raises."""
+"""The contract every runtime backend meets: value types in, value types out.
+
+Backends are stateless and level-triggered: everything they need is in the spec or derived
+from the workload's uid, so any process may call them, any number of times.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
 from typing import Protocol
+
+LABEL_PREFIX = "dockyard."
+LABEL_UID = "dockyard.uid"
+LABEL_KIND = "dockyard.kind"
+LABEL_OWNER = "dockyard.owner"
+LABEL_TEAM = "dockyard.team"
+LABEL_MANAGED = "dockyard.managed"
 
 
 class RuntimeError_(Exception):
@@ -20,8 +35,151 @@ class RuntimeError_(Exception):
         self.user_message = user_message or message
 
 
+class State(StrEnum):
+    """What a backend observes of a workload's container or pod."""
+
+    CREATED = "created"  # made, not started yet
+    RUNNING = "running"
+    EXITED = "exited"  # finished; see exit_code and reason
+    MISSING = "missing"  # nothing by that name on the backend
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A persistent volume the backend manages, named from the workload (never a host path)."""
+
+    name: str  # e.g. "home" or "output"; the volume is named after the workload uid and this
+    target: str  # path inside the container
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class WorkloadSpec:
+    """Everything a backend needs to run one workload."""
+
+    uid: str
+    kind: str  # "workspace" | "job" | "probe"
+    owner: str
+    team: str
+    image: str  # pinned digest (sha256:...) or an image reference
+    command: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    working_dir: str = ""
+    cpus: float = 1.0
+    memory_mib: int = 1024
+    pids_limit: int = 1024
+    gpu_device_ids: tuple[str, ...] = ()
+    mounts: tuple[Mount, ...] = ()
+    ports: tuple[int, ...] = ()  # container ports the portal connects to (e.g. Jupyter's)
+    labels: dict[str, str] = field(default_factory=dict)
+    user: str = "1000:1000"
+
+    def all_labels(self) -> dict[str, str]:
+        return {
+            **self.labels,
+            LABEL_MANAGED: "true",
+            LABEL_UID: self.uid,
+            LABEL_KIND: self.kind,
+            LABEL_OWNER: self.owner,
+            LABEL_TEAM: self.team,
+        }
+
+
+@dataclass(frozen=True)
+class Handle:
+    """How a backend finds a workload again: derived from the uid, so it can be rebuilt."""
+
+    uid: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the backend sees of a workload right now."""
+
+    uid: str
+    state: State
+    kind: str = ""
+    exit_code: int | None = None
+    reason: str = ""  # e.g. "OOMKilled", "Error", "Completed"
+    endpoints: dict[int, Endpoint] = field(default_factory=dict)  # container port -> address
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    index: int
+    uuid: str
+    model: str
+    memory_mib: int
+    healthy: bool = True
+
+
+@dataclass(frozen=True)
+class NodeCapacity:
+    name: str
+    backend: str
+    cpus: float
+    memory_mib: int
+    gpus: tuple[GpuInfo, ...] = ()
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    digest: str  # content-addressed id the workload runs by (sha256:...)
+    size_bytes: int
+    reference: str = ""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A step of a pull or build: a percentage (None when unknown) and a log line."""
+
+    percent: float | None
+    line: str = ""
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
 class RuntimeBackend(Protocol):
     name: str
 
     def ping(self) -> None:
         """Returns if the engine or cluster answers; raises RuntimeError_ otherwise."""
+
+    def ensure_image(self, ref: str, on_progress: ProgressCallback | None = None) -> ImageInfo:
+        """Makes the image available (pulling it with progress if needed); returns its digest."""
+
+    def build_image(
+        self, *, dockerfile: str, tag: str, build_args: dict[str, str], on_progress: ProgressCallback | None = None
+    ) -> ImageInfo:
+        """Builds an image from a Dockerfile Dockyard rendered; returns its digest."""
+
+    def start(self, spec: WorkloadSpec) -> Handle:
+        """Starts the workload; idempotent by spec.uid (returns what exists)."""
+
+    def inspect(self, handle: Handle) -> Observed: ...
+
+    def stop(self, handle: Handle, grace_s: int = 10) -> None:
+        """Stops the workload; already stopped or gone is success."""
+
+    def remove(self, handle: Handle, keep_data: bool = True) -> None:
+        """Removes the container; its volumes stay unless keep_data is False."""
+
+    def logs(self, handle: Handle, since: datetime | None = None, follow: bool = False) -> Iterator[str]: ...
+
+    def list_managed(self) -> list[Observed]:
+        """Everything on the backend labelled as Dockyard's."""
+
+    def capacity(self) -> list[NodeCapacity]: ...
+
+    def handle_for(self, uid: str) -> Handle: ...

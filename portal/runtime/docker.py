@@ -2,32 +2,434 @@
 
 from __future__ import annotations
 
+import io
+import re
+import tarfile
+from collections.abc import Iterator
+from datetime import datetime
+from functools import cached_property
+
 import docker
 from django.conf import settings
-from docker.errors import DockerException
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.types import DeviceRequest
 
-from portal.runtime.base import RuntimeError_
+from portal.runtime import gpus
+from portal.runtime.base import (
+    LABEL_KIND,
+    LABEL_MANAGED,
+    LABEL_UID,
+    Endpoint,
+    Handle,
+    ImageInfo,
+    NodeCapacity,
+    Observed,
+    Progress,
+    ProgressCallback,
+    RuntimeError_,
+    State,
+    WorkloadSpec,
+)
+from portal.runtime.manifests import container_name, docker_container_config, volume_name
 
 # How long one call to the engine may take before the engine counts as not answering.
-API_TIMEOUT_S = 10
+API_TIMEOUT_S = 30
+# Builds and pulls stream for minutes; their calls get a longer read timeout.
+BUILD_TIMEOUT_S = 3600
+
+STATES = {
+    "created": State.CREATED,
+    "running": State.RUNNING,
+    "restarting": State.RUNNING,
+    "paused": State.RUNNING,
+    "exited": State.EXITED,
+    "dead": State.EXITED,
+    "removing": State.EXITED,
+}
+STEP = re.compile(r"^Step (\d+)/(\d+)")
+
+
+def _engine_error(error: Exception, doing: str) -> RuntimeError_:
+    if isinstance(error, (ImageNotFound, NotFound)):
+        return RuntimeError_(
+            f"{doing}: {error}", reason="not_found", permanent=True, user_message=f"{doing}: not found."
+        )
+    if isinstance(error, APIError) and error.is_client_error():
+        explanation = getattr(error, "explanation", None) or str(error)
+        return RuntimeError_(f"{doing}: {explanation}", reason="bad_request", permanent=True)
+    return RuntimeError_(
+        f"{doing}: the Docker engine does not answer ({error})",
+        reason="engine_unreachable",
+        user_message="The container engine is not answering right now; Dockyard will retry.",
+    )
 
 
 class DockerBackend:
     name = "docker"
 
-    def _client(self) -> docker.DockerClient:
+    def __init__(self, *, base_url: str | None = None, network: str | None = None):
+        self.base_url = base_url if base_url is not None else settings.DOCKER_HOST
+        self.network = network or settings.DOCKYARD_DOCKER_NETWORK
+
+    @cached_property
+    def client(self) -> docker.DockerClient:
         try:
-            if settings.DOCKER_HOST:
-                return docker.DockerClient(base_url=settings.DOCKER_HOST, timeout=API_TIMEOUT_S)
+            if self.base_url:
+                return docker.DockerClient(base_url=self.base_url, timeout=API_TIMEOUT_S)
             return docker.from_env(timeout=API_TIMEOUT_S)
         except DockerException as error:
-            raise RuntimeError_(f"cannot reach the Docker engine: {error}", reason="engine_unreachable") from error
+            raise _engine_error(error, "connecting to the Docker engine") from error
+
+    def handle_for(self, uid: str) -> Handle:
+        return Handle(uid=uid, name=container_name(uid))
 
     def ping(self) -> None:
-        client = self._client()
         try:
-            client.ping()
-        except DockerException as error:
-            raise RuntimeError_(f"the Docker engine does not answer: {error}", reason="engine_unreachable") from error
+            self.client.ping()
+        except (DockerException, OSError) as error:
+            raise _engine_error(error, "pinging the Docker engine") from error
+
+    # --- Images ----------------------------------------------------------------------------
+
+    def ensure_image(self, ref: str, on_progress: ProgressCallback | None = None) -> ImageInfo:
+        """Finds the image locally, or pulls it with per-layer progress."""
+        try:
+            return self._image_info(self.client.images.get(ref), ref)
+        except ImageNotFound:
+            if ref.startswith("sha256:"):
+                raise RuntimeError_(
+                    f"image {ref} is not on this engine", reason="image_missing", permanent=True
+                ) from None
+        except (DockerException, OSError) as error:
+            raise _engine_error(error, f"looking up image {ref}") from error
+        self._pull(ref, on_progress or (lambda progress: None))
+        try:
+            return self._image_info(self.client.images.get(ref), ref)
+        except (DockerException, OSError) as error:
+            raise _engine_error(error, f"looking up pulled image {ref}") from error
+
+    def _pull(self, ref: str, on_progress: ProgressCallback) -> None:
+        repository, _, tag = ref.rpartition(":") if ":" in ref.rsplit("/", 1)[-1] else (ref, "", "latest")
+        layers: dict[str, tuple[int, int]] = {}
+        try:
+            for event in self.client.api.pull(repository, tag=tag, stream=True, decode=True):
+                if "error" in event:
+                    raise RuntimeError_(f"pulling {ref}: {event['error']}", reason="pull_failed", permanent=True)
+                detail = event.get("progressDetail") or {}
+                if event.get("id") and detail.get("total"):
+                    layers[event["id"]] = (detail.get("current", 0), detail["total"])
+                elif event.get("id") and event.get("status") in ("Pull complete", "Already exists"):
+                    done = layers.get(event["id"], (1, 1))[1]
+                    layers[event["id"]] = (done, done)
+                on_progress(Progress(_percent(layers), f"{event.get('id', '')} {event.get('status', '')}".strip()))
+        except RuntimeError_:
+            raise
+        except (DockerException, OSError) as error:
+            raise RuntimeError_(
+                f"pulling {ref}: {error}",
+                reason="pull_failed",
+                user_message=f"The image {ref} could not be pulled: {error}",
+            ) from error
+
+    def build_image(
+        self,
+        *,
+        dockerfile: str,
+        tag: str,
+        build_args: dict[str, str] | None = None,
+        files: dict[str, bytes] | None = None,
+        labels: dict[str, str] | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> ImageInfo:
+        """Builds from a Dockerfile (plus context files) Dockyard rendered; streams each line."""
+        report = on_progress or (lambda progress: None)
+        context = _tar_context(dockerfile, files or {})
+        api = docker.APIClient(base_url=self.client.api.base_url, timeout=BUILD_TIMEOUT_S)
+        image_id = None
+        try:
+            stream = api.build(
+                fileobj=context,
+                custom_context=True,
+                tag=tag,
+                rm=True,
+                forcerm=True,
+                pull=False,
+                buildargs=build_args or {},
+                labels=labels or {},
+                decode=True,
+            )
+            for event in stream:
+                if "error" in event:
+                    raise RuntimeError_(
+                        f"build failed: {event['error'].strip()}",
+                        reason="build_failed",
+                        permanent=True,
+                        user_message=event["error"].strip(),
+                    )
+                image_id = (event.get("aux") or {}).get("ID", image_id)
+                for line in (event.get("stream") or "").splitlines():
+                    step = STEP.match(line)
+                    percent = 100.0 * (int(step[1]) - 1) / int(step[2]) if step else None
+                    report(Progress(percent, line))
+        except RuntimeError_:
+            raise
+        except (DockerException, OSError) as error:
+            raise _engine_error(error, "building an image") from error
         finally:
-            client.close()
+            api.close()
+        report(Progress(100.0, f"Built {tag}"))
+        return self._image_info(self.client.images.get(image_id or tag), tag)
+
+    def _image_info(self, image, ref: str) -> ImageInfo:
+        return ImageInfo(digest=image.id, size_bytes=int(image.attrs.get("Size") or 0), reference=ref)
+
+    def remove_image(self, ref: str) -> None:
+        try:
+            self.client.images.remove(ref, force=True)
+        except NotFound:
+            pass
+        except (DockerException, OSError) as error:
+            raise _engine_error(error, f"removing image {ref}") from error
+
+    # --- Workloads -------------------------------------------------------------------------
+
+    def start(self, spec: WorkloadSpec) -> Handle:
+        """Creates and starts the container, or returns the one a previous call made."""
+        handle = self.handle_for(spec.uid)
+        new_volumes: set[str] = set()
+        try:
+            container = self._find(handle)
+            if container is None:
+                self._require_image(spec.image)
+                self._ensure_network()
+                new_volumes = self._ensure_volumes(spec)
+                container = self._create(spec, new_volumes)
+            if container.status == "created":
+                container.start()
+        except (DockerException, OSError) as error:
+            self._undo_failed_start(handle, new_volumes)
+            raise _engine_error(error, f"starting {spec.kind} {spec.uid}") from error
+        return handle
+
+    def _create(self, spec: WorkloadSpec, new_volumes: set[str]):
+        config = docker_container_config(spec, network=self.network)
+        if "device_requests" in config:
+            config["device_requests"] = [
+                DeviceRequest(driver=r["Driver"], device_ids=r["DeviceIDs"], capabilities=r["Capabilities"])
+                for r in config["device_requests"]
+            ]
+        for mount in spec.mounts:
+            if volume_name(spec.uid, mount.name) in new_volumes and not mount.read_only:
+                self._give_volume_to_user(spec, mount, config["volumes"])
+        try:
+            return self.client.containers.create(**config)
+        except APIError as error:
+            if error.status_code == 409:  # a concurrent start made it first: use that one
+                return self.client.containers.get(config["name"])
+            raise
+
+    def _require_image(self, ref: str) -> None:
+        # Starting never pulls: images arrive through ensure_image, with progress shown.
+        try:
+            self.client.images.get(ref)
+        except ImageNotFound:
+            raise RuntimeError_(
+                f"image {ref} is not on this engine",
+                reason="image_missing",
+                permanent=True,
+                user_message="The workload's image is not on this host any more; rebuild or pull it.",
+            ) from None
+
+    def _give_volume_to_user(self, spec: WorkloadSpec, mount, volumes: dict) -> None:
+        """A new volume is owned by root where the image lacks the folder; hand it to the
+        workload's user with a one-shot container that may only chown, and has no network."""
+        self.client.containers.run(
+            spec.image,
+            ["chown", spec.user, mount.target],
+            user="0:0",
+            cap_drop=["ALL"],
+            cap_add=["CHOWN"],
+            security_opt=["no-new-privileges:true"],
+            network_mode="none",
+            volumes=volumes,
+            labels={LABEL_UID: spec.uid, "dockyard.role": "volume-prep"},
+            entrypoint=[],
+            remove=True,
+        )
+
+    def _undo_failed_start(self, handle: Handle, new_volumes: set[str]) -> None:
+        # Nothing half-made stays behind: the container goes, and so do volumes this attempt
+        # created (volumes from earlier runs hold the user's data and stay).
+        try:
+            container = self._find(handle)
+            if container is not None:
+                container.remove(force=True)
+            for name in new_volumes:
+                self.client.volumes.get(name).remove(force=True)
+        except (DockerException, OSError):
+            pass
+
+    def _find(self, handle: Handle):
+        try:
+            return self.client.containers.get(handle.name)
+        except NotFound:
+            return None
+
+    def _ensure_network(self) -> None:
+        if self.client.networks.list(names=[self.network]):
+            return
+        try:
+            self.client.networks.create(
+                self.network,
+                driver="bridge",
+                options={
+                    # No traffic between workloads; the bridge has a fixed name so the host
+                    # firewall (scripts/workload-firewall.sh) can refer to it.
+                    "com.docker.network.bridge.enable_icc": "false",
+                    "com.docker.network.bridge.name": settings.DOCKYARD_DOCKER_BRIDGE,
+                },
+                labels={LABEL_MANAGED: "true"},
+                check_duplicate=True,
+            )
+        except APIError as error:
+            if error.status_code != 409:
+                raise
+
+    def _ensure_volumes(self, spec: WorkloadSpec) -> set[str]:
+        created = set()
+        for mount in spec.mounts:
+            name = volume_name(spec.uid, mount.name)
+            try:
+                self.client.volumes.get(name)
+            except NotFound:
+                self.client.volumes.create(name, labels={**spec.all_labels(), "dockyard.mount": mount.name})
+                created.add(name)
+        return created
+
+    def inspect(self, handle: Handle) -> Observed:
+        try:
+            container = self._find(handle)
+        except (DockerException, OSError) as error:
+            raise _engine_error(error, f"inspecting {handle.name}") from error
+        if container is None:
+            return Observed(uid=handle.uid, state=State.MISSING)
+        return self._observed(container.attrs)
+
+    def _observed(self, attrs: dict) -> Observed:
+        labels = attrs.get("Config", {}).get("Labels") or {}
+        raw = attrs.get("State", {})
+        state = STATES.get(raw.get("Status", ""), State.EXITED)
+        exit_code = raw.get("ExitCode") if state == State.EXITED else None
+        if raw.get("OOMKilled"):
+            reason = "OOMKilled"
+        elif state == State.EXITED:
+            reason = "Completed" if exit_code == 0 else (raw.get("Error") or "Error")
+        else:
+            reason = ""
+        return Observed(
+            uid=labels.get(LABEL_UID, ""),
+            kind=labels.get(LABEL_KIND, ""),
+            state=state,
+            exit_code=exit_code,
+            reason=reason,
+            endpoints=self._endpoints(attrs),
+            started_at=_time(raw.get("StartedAt")),
+            finished_at=_time(raw.get("FinishedAt")) if state == State.EXITED else None,
+            labels=labels,
+        )
+
+    def _endpoints(self, attrs: dict) -> dict[int, Endpoint]:
+        network = (attrs.get("NetworkSettings", {}).get("Networks") or {}).get(self.network) or {}
+        address = network.get("IPAddress")
+        if not address:
+            return {}
+        ports = attrs.get("Config", {}).get("ExposedPorts") or {}
+        labelled = (attrs.get("Config", {}).get("Labels") or {}).get("dockyard.ports", "")
+        numbers = {int(p.split("/")[0]) for p in ports} | {int(p) for p in labelled.split(",") if p}
+        return {port: Endpoint(host=address, port=port) for port in sorted(numbers)}
+
+    def stop(self, handle: Handle, grace_s: int = 10) -> None:
+        try:
+            container = self._find(handle)
+            if container is not None and container.status in ("running", "restarting", "paused"):
+                container.stop(timeout=grace_s)
+        except NotFound:
+            pass
+        except (DockerException, OSError) as error:
+            raise _engine_error(error, f"stopping {handle.name}") from error
+
+    def remove(self, handle: Handle, keep_data: bool = True) -> None:
+        try:
+            container = self._find(handle)
+            if container is not None:
+                container.remove(force=True)
+            if not keep_data:
+                for volume in self.client.volumes.list(filters={"label": f"{LABEL_UID}={handle.uid}"}):
+                    volume.remove(force=True)
+        except NotFound:
+            pass
+        except (DockerException, OSError) as error:
+            raise _engine_error(error, f"removing {handle.name}") from error
+
+    def logs(self, handle: Handle, since: datetime | None = None, follow: bool = False) -> Iterator[str]:
+        """The container's output, line by line; with follow, until the container ends."""
+        try:
+            container = self.client.containers.get(handle.name)
+            chunks = container.logs(stream=True, follow=follow, since=since)
+        except (DockerException, OSError) as error:
+            raise _engine_error(error, f"reading logs of {handle.name}") from error
+        pending = b""
+        for chunk in chunks:
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                yield line.decode("utf-8", "replace")
+        if pending:
+            yield pending.decode("utf-8", "replace")
+
+    def list_managed(self) -> list[Observed]:
+        try:
+            containers = self.client.containers.list(all=True, filters={"label": f"{LABEL_MANAGED}=true"})
+        except (DockerException, OSError) as error:
+            raise _engine_error(error, "listing workloads") from error
+        return [self._observed(c.attrs) for c in containers]
+
+    def capacity(self) -> list[NodeCapacity]:
+        try:
+            info = self.client.info()
+        except (DockerException, OSError) as error:
+            raise _engine_error(error, "reading the engine's capacity") from error
+        return [
+            NodeCapacity(
+                name=info.get("Name", "docker"),
+                backend=self.name,
+                cpus=float(info.get("NCPU", 0)),
+                memory_mib=int(info.get("MemTotal", 0)) // (1024 * 1024),
+                gpus=tuple(gpus.discover()),
+            )
+        ]
+
+
+def _percent(layers: dict[str, tuple[int, int]]) -> float | None:
+    total = sum(t for _, t in layers.values())
+    return 100.0 * sum(c for c, _ in layers.values()) / total if total else None
+
+
+def _time(value: str | None) -> datetime | None:
+    if not value or value.startswith("0001-"):
+        return None
+    # Docker gives nanoseconds; Python parses microseconds.
+    trimmed = re.sub(r"(\.\d{6})\d*", r"\1", value).replace("Z", "+00:00")
+    return datetime.fromisoformat(trimmed)
+
+
+def _tar_context(dockerfile: str, files: dict[str, bytes]) -> io.BytesIO:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in {"Dockerfile": dockerfile.encode(), **files}.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+    buffer.seek(0)
+    return buffer
