@@ -10,7 +10,8 @@ from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
-app = Celery("dockyard")
+# DjangoTask gives every task `delay_on_commit`: enqueue only once the transaction commits.
+app = Celery("dockyard", task_cls="celery.contrib.django.task:DjangoTask")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 # `runtime`: short calls to the container engine; `builds`: image builds that may run for
 # minutes, kept apart so they never delay a start or stop; `default`: everything else.

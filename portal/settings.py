@@ -28,7 +28,11 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 INSTALLED_APPS = [
     "portal.accounts",
     "portal.audit",
+    "portal.catalog",
     "portal.core",
+    "portal.workloads",
+    "workspaces",
+    "portal.quotas",
     "portal.core.admin_config.DockyardAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -130,6 +134,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = (
     }
 )
 CELERY_TASK_DEFAULT_QUEUE = "default"
+# Builds run for minutes: their own queue, so they never hold up starts and stops.
+CELERY_TASK_ROUTES = {"catalog.build_image": {"queue": "builds"}, "workspaces.*": {"queue": "runtime"}}
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -150,15 +156,70 @@ KUBE_CONTEXT = env.str("DOCKYARD_KUBE_CONTEXT", default="")
 # host-side name of its bridge, which scripts/workload-firewall.sh filters.
 DOCKYARD_DOCKER_NETWORK = env.str("DOCKYARD_DOCKER_NETWORK", default="dockyard-workloads")
 DOCKYARD_DOCKER_BRIDGE = env.str("DOCKYARD_DOCKER_BRIDGE", default="dy-workloads")
+# Extra labels put on every workload container and volume ("key=value,key=value"), e.g. to
+# tell apart what one installation or test run made on a shared engine.
+DOCKYARD_WORKLOAD_LABELS = env.dict("DOCKYARD_WORKLOAD_LABELS", default={})
+
+# --- Workspaces and the notebook proxy ---------------------------------------------------
+
+# Each workspace is served on its own origin: <workspace-uuid>.<DOCKYARD_NOTEBOOK_DOMAIN>.
+# Browsers resolve *.localhost to this machine, so the default needs no DNS in development.
+DOCKYARD_NOTEBOOK_DOMAIN = env.str("DOCKYARD_NOTEBOOK_DOMAIN", default="nb.localhost")
+# Scheme and port notebook URLs use (the portal's own port by default; empty for 80/443).
+DOCKYARD_NOTEBOOK_SCHEME = env.str(
+    "DOCKYARD_NOTEBOOK_SCHEME", default="https" if env.bool("DOCKYARD_HTTPS", default=False) else "http"
+)
+DOCKYARD_NOTEBOOK_PORT = env.str("DOCKYARD_NOTEBOOK_PORT", default=env.str("PORT", default="8000"))
+# The portal's own address, where notebook hosts send people to sign in.
+DOCKYARD_PORTAL_URL = env.str("DOCKYARD_PORTAL_URL", default=f"http://127.0.0.1:{env.str('PORT', default='8000')}")
+# Port Jupyter listens on inside workspace containers.
+DOCKYARD_JUPYTER_PORT = env.int("DOCKYARD_JUPYTER_PORT", default=8888)
+# Bounds the "waiting for Jupyter" step: past it the start fails with the container's log.
+DOCKYARD_WORKSPACE_START_TIMEOUT_S = env.int("DOCKYARD_WORKSPACE_START_TIMEOUT_S", default=180)
+# How often (seconds) a starting workspace is asked whether Jupyter answers yet.
+DOCKYARD_WORKSPACE_READY_POLL_S = env.float("DOCKYARD_WORKSPACE_READY_POLL_S", default=0.5)
+# Seconds Jupyter gets to shut down (saving kernels' state) before it is killed on stop.
+DOCKYARD_WORKSPACE_STOP_GRACE_S = env.int("DOCKYARD_WORKSPACE_STOP_GRACE_S", default=10)
+# Opening a workspace goes through a one-time ticket valid this long (seconds).
+DOCKYARD_TICKET_MAX_AGE_S = env.int("DOCKYARD_TICKET_MAX_AGE_S", default=60)
+# The notebook host's own cookie lasts this long (seconds); opening again renews it.
+DOCKYARD_NOTEBOOK_COOKIE_AGE_S = env.int("DOCKYARD_NOTEBOOK_COOKIE_AGE_S", default=12 * 3600)
+# The proxy caches "may this person use this workspace" for at most this long (seconds).
+DOCKYARD_PROXY_AUTH_CACHE_S = env.float("DOCKYARD_PROXY_AUTH_CACHE_S", default=5.0)
 
 # --- Image builds -------------------------------------------------------------------------
 
 # The local base image catalog builds start from (made by scripts/build-base-image.sh).
 DOCKYARD_BASE_IMAGE = env.str("DOCKYARD_BASE_IMAGE", default="dockyard/base:bookworm")
 # CA bundle copied into built images and given to pip (for networks that inspect TLS).
-DOCKYARD_BUILD_CA_BUNDLE = env.str("DOCKYARD_BUILD_CA_BUNDLE", default="")
+# Defaults to this host's own bundle, so builds trust what the host trusts.
+_HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+DOCKYARD_BUILD_CA_BUNDLE = env.str(
+    "DOCKYARD_BUILD_CA_BUNDLE", default=str(_HOST_CA_BUNDLE) if _HOST_CA_BUNDLE.exists() else ""
+)
 # Package index for pip inside builds; empty means pip's default (PyPI).
 DOCKYARD_PIP_INDEX_URL = env.str("DOCKYARD_PIP_INDEX_URL", default="")
+
+# --- Quotas and admission -----------------------------------------------------------------
+
+# Beat runs an admission pass this often (seconds), besides the pass queued on every release:
+# it bounds how long queued work waits after capacity frees up without a release (a quota
+# raised, a device undrained) or after a lost task.
+DOCKYARD_ADMISSION_PASS_INTERVAL_S = env.float("DOCKYARD_ADMISSION_PASS_INTERVAL_S", default=30.0)
+CELERY_BEAT_SCHEDULE["quotas.admission_pass"] = {
+    "task": "quotas.admission_pass",
+    "schedule": DOCKYARD_ADMISSION_PASS_INTERVAL_S,
+}
+# A queued request that waited longer than this (seconds) stops being overtaken by smaller
+# ones (backfill): the capacity it waits for is held until it fits.
+DOCKYARD_QUEUE_STARVATION_S = env.int("DOCKYARD_QUEUE_STARVATION_S", default=3600)
+# Fair share orders the queue by each team's GPU-hours over this many past hours.
+DOCKYARD_FAIR_SHARE_WINDOW_H = env.int("DOCKYARD_FAIR_SHARE_WINDOW_H", default=7 * 24)
+# After this many seconds a queued-but-unstarted admission pass no longer stops releases from
+# queuing another (guards against a lost task).
+DOCKYARD_ADMISSION_PASS_PENDING_TTL_S = env.int("DOCKYARD_ADMISSION_PASS_PENDING_TTL_S", default=60)
+# The usage page charts cover this many past days.
+DOCKYARD_USAGE_CHART_DAYS = env.int("DOCKYARD_USAGE_CHART_DAYS", default=30)
 
 # --- Health -------------------------------------------------------------------------------
 
@@ -166,6 +227,29 @@ DOCKYARD_PIP_INDEX_URL = env.str("DOCKYARD_PIP_INDEX_URL", default="")
 DOCKYARD_READY_WORKER_TIMEOUT_S = env.float("DOCKYARD_READY_WORKER_TIMEOUT_S", default=2.0)
 # ... and this long for the broker, database and container engine to answer.
 DOCKYARD_READY_CONNECT_TIMEOUT_S = env.float("DOCKYARD_READY_CONNECT_TIMEOUT_S", default=3.0)
+
+# --- Audit --------------------------------------------------------------------------------
+
+# Signs audit checkpoints (HMAC-SHA256). Kept apart from SECRET_KEY, which every web process
+# holds: whoever has this key can forge checkpoints. Required in production.
+DOCKYARD_AUDIT_KEY = env.str(
+    "DOCKYARD_AUDIT_KEY", default="dev-only-audit-key-change-me" if DEBUG else environ.Env.NOTSET
+)
+# Where checkpoints are appended (JSON lines); empty: only the `dockyard.audit.checkpoint`
+# log line. Point it somewhere the database's users cannot rewrite.
+DOCKYARD_AUDIT_CHECKPOINT_FILE = env.str(
+    "DOCKYARD_AUDIT_CHECKPOINT_FILE", default=str(VAR_DIR / "audit-checkpoints.jsonl")
+)
+# How often beat writes a checkpoint: the most history a rebuilt chain can hide unproven.
+DOCKYARD_AUDIT_CHECKPOINT_INTERVAL_S = env.int("DOCKYARD_AUDIT_CHECKPOINT_INTERVAL_S", default=3600)
+CELERY_BEAT_SCHEDULE["audit-checkpoint"] = {
+    "task": "audit.checkpoint",
+    "schedule": DOCKYARD_AUDIT_CHECKPOINT_INTERVAL_S,
+    "options": {"queue": "default"},
+}
+# Rows per page on the audit page and API (the API's `limit` may ask for up to the maximum).
+DOCKYARD_AUDIT_PAGE_SIZE = env.int("DOCKYARD_AUDIT_PAGE_SIZE", default=50)
+DOCKYARD_AUDIT_PAGE_SIZE_MAX = 500
 
 # --- Auth and API -------------------------------------------------------------------------
 
@@ -198,6 +282,11 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # Several resources have a `status`; each gets its own named enum in the schema.
+    "ENUM_NAME_OVERRIDES": {
+        "ImageStatusEnum": "portal.catalog.models.ImageStatus",
+        "BuildStatusEnum": "portal.catalog.models.ImageBuild.Status",
+    },
 }
 
 # --- Security -----------------------------------------------------------------------------

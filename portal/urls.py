@@ -7,11 +7,36 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from portal.accounts import api as accounts_api
 from portal.accounts import views as accounts_views
+from portal.audit import api as audit_api
+from portal.audit import views as audit_views
+from portal.catalog import api as catalog_api
+from portal.catalog import views as catalog_views
 from portal.core import health
 from portal.core import views as core_views
 from portal.core.api import api_not_found
+from portal.quotas.urls import api_urlpatterns as quotas_api
+from workspaces import api as workspace_api
+from workspaces import views as workspace_views
 
 api_v1 = [
+    path("workspaces/", workspace_api.WorkspaceListView.as_view(), name="api-workspace-list"),
+    path("workspaces/<uuid:pk>/", workspace_api.WorkspaceDetailView.as_view(), name="api-workspace-detail"),
+    path(
+        "workspaces/<uuid:pk>/start/",
+        workspace_api.WorkspaceActionView.as_view(action_name="start"),
+        name="api-workspace-start",
+    ),
+    path(
+        "workspaces/<uuid:pk>/stop/",
+        workspace_api.WorkspaceActionView.as_view(action_name="stop"),
+        name="api-workspace-stop",
+    ),
+    path("images/", catalog_api.ImageListView.as_view(), name="api-image-list"),
+    path("images/builds/<int:pk>/", catalog_api.BuildDetailView.as_view(), name="api-image-build"),
+    path("images/<slug:slug>/", catalog_api.ImageDetailView.as_view(), name="api-image-detail"),
+    path("images/<slug:slug>/builds/", catalog_api.ImageBuildView.as_view(), name="api-image-builds"),
+    path("images/<slug:slug>/deprecate/", catalog_api.ImageDeprecateView.as_view(), name="api-image-deprecate"),
+    path("audit/", audit_api.AuditEventListView.as_view(), name="api-audit-list"),
     path("me/", accounts_api.MeView.as_view(), name="api-me"),
     path("tokens/", accounts_api.TokenListView.as_view(), name="api-token-list"),
     path("tokens/<int:pk>/", accounts_api.TokenDetailView.as_view(), name="api-token-detail"),
@@ -23,14 +48,30 @@ api_v1 = [
         accounts_api.TeamMemberDetailView.as_view(),
         name="api-team-member-detail",
     ),
+    *quotas_api,
 ]
 
 urlpatterns = [
     path("", core_views.home, name="home"),
-    path("workspaces/", core_views.section("core/workspaces.html"), name="workspace-list"),
+    path("workspaces/", workspace_views.workspace_list, name="workspace-list"),
+    path("workspaces/new/", workspace_views.workspace_create, name="workspace-create"),
+    path("workspaces/<uuid:pk>/", workspace_views.workspace_detail, name="workspace-detail"),
+    path("workspaces/<uuid:pk>/logs/", workspace_views.workspace_logs, name="workspace-logs"),
+    path("workspaces/<uuid:pk>/open/", workspace_views.workspace_open, name="workspace-open"),
+    path("workspaces/<uuid:pk>/stop/", workspace_views.workspace_stop, name="workspace-stop"),
+    path("workspaces/<uuid:pk>/start/", workspace_views.workspace_start, name="workspace-start"),
+    path("workspaces/<uuid:pk>/delete/", workspace_views.workspace_delete, name="workspace-delete"),
     path("jobs/", core_views.section("core/jobs.html"), name="job-list"),
-    path("images/", core_views.section("core/images.html"), name="image-list"),
-    path("usage/", core_views.section("core/usage.html"), name="usage"),
+    path("images/", catalog_views.image_list, name="image-list"),
+    path("images/new/", catalog_views.image_create, name="image-create"),
+    path("images/builds/<int:pk>/", catalog_views.build_detail, name="image-build"),
+    path("images/builds/<int:pk>/progress/", catalog_views.build_progress, name="image-build-progress"),
+    path("images/<slug:slug>/", catalog_views.image_detail, name="image-detail"),
+    path("images/<slug:slug>/edit/", catalog_views.image_edit, name="image-edit"),
+    path("images/<slug:slug>/revise/", catalog_views.image_revise, name="image-revise"),
+    path("images/<slug:slug>/build/", catalog_views.image_build, name="image-build-start"),
+    path("images/<slug:slug>/deprecate/", catalog_views.image_deprecate, name="image-deprecate"),
+    path("", include("portal.quotas.urls")),
     path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("settings/tokens/", accounts_views.token_list, name="token-list"),
@@ -40,6 +81,9 @@ urlpatterns = [
     path("teams/<slug:slug>/members/", accounts_views.team_members, name="team-members"),
     path("teams/<slug:slug>/members/<str:username>/role/", accounts_views.member_update, name="member-update"),
     path("teams/<slug:slug>/members/<str:username>/remove/", accounts_views.member_remove, name="member-remove"),
+    path("audit/", audit_views.event_list, name="audit-list"),
+    path("audit/export.csv", audit_views.event_export_csv, name="audit-export-csv"),
+    path("audit/export.jsonl", audit_views.event_export_jsonl, name="audit-export-jsonl"),
     path("admin/", admin.site.urls),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),

@@ -15,7 +15,11 @@ else
   scripts/ensure-services.sh
 fi
 if [ "${DOCKYARD_RUNTIME:-docker}" = docker ]; then
-  scripts/ensure-docker.sh || say "Carrying on without a Docker engine: workloads cannot start until one answers."
+  if scripts/ensure-docker.sh; then
+    scripts/build-base-image.sh || say "No base image: catalog builds will fail until scripts/build-base-image.sh succeeds."
+  else
+    say "Carrying on without a Docker engine: workloads cannot start until one answers."
+  fi
 fi
 
 .venv/bin/python manage.py migrate --noinput

@@ -13,5 +13,6 @@ scripts/ensure-venv.sh dev
 scripts/ensure-services.sh
 scripts/ensure-docker.sh
 scripts/ensure-browser.sh
+scripts/build-base-image.sh
 mkdir -p var
 exec .venv/bin/python -m pytest "$@"

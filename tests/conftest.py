@@ -6,11 +6,38 @@ dave belongs to no team (the outsider), and root is a platform admin (staff).
 
 from __future__ import annotations
 
+import os
+import uuid
+from pathlib import Path
+
+import docker
 import pytest
+from django.conf import settings
+from playwright.sync_api import sync_playwright
 from rest_framework.test import APIClient
 
 from portal.accounts.models import Role
+from portal.audit.services import Actor
+from portal.catalog import services as catalog_services
+from portal.catalog.models import SourceType
+from portal.catalog.services import SourceSpec
 from tests.factories import MembershipFactory, TeamFactory, UserFactory
+
+# Every container and volume a test run makes carries this label, and is removed at the end.
+TEST_RUN = uuid.uuid4().hex[:12]
+RUN_LABEL = "dockyard.test-run"
+
+
+@pytest.fixture(scope="session")
+def engine():
+    """The real Docker engine; at the end of the run, everything labelled with it is removed."""
+    client = docker.from_env()
+    yield client
+    for container in client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={TEST_RUN}"}):
+        container.remove(force=True)
+    for volume in client.volumes.list(filters={"label": f"{RUN_LABEL}={TEST_RUN}"}):
+        volume.remove(force=True)
+    client.close()
 
 
 @pytest.fixture
@@ -76,3 +103,69 @@ def web(client):
         return client
 
     return make
+
+
+@pytest.fixture
+def image_slug(request, engine):
+    """An image slug unique to this test and run; images built under it are removed afterwards."""
+    slug = f"t{TEST_RUN[:8]}-{uuid.uuid4().hex[:6]}"
+    yield slug
+    for image in engine.images.list(name=f"dockyard/{slug}*"):
+        for tag in image.tags:
+            engine.images.remove(tag, force=True)
+
+
+@pytest.fixture
+def make_image(root):
+    """Creates a catalog image built from the local base image (not built yet)."""
+
+    def make(slug: str, *, pip=(), apt=(), **details):
+        source = SourceSpec(
+            source_type=SourceType.BUILD,
+            base_image=settings.DOCKYARD_BASE_IMAGE,
+            pip_requirements=tuple(pip),
+            apt_packages=tuple(apt),
+        )
+        details = {"name": slug, "framework": "Python", "framework_version": "3.11", **details}
+        return catalog_services.image_create(slug=slug, source=source, details=details, by=root, actor=Actor.system())
+
+    return make
+
+
+# --- A real browser: Debian's Chromium driven by Playwright --------------------------------------
+
+CHROMIUM = os.environ.get("DOCKYARD_CHROMIUM", "/usr/bin/chromium")
+# Flags for a sandboxed machine with no network beyond loopback: no background calls home.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOTS = Path(__file__).resolve().parent / "artifacts"  # git-ignored
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    # Playwright's sync API runs an event loop in this thread; Django's ORM, used by the
+    # test itself between browser steps, is still called synchronously, which is safe here.
+    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(chromium, request):
+    context = chromium.new_context()
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    yield page
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / f"{request.node.name}.png", full_page=True)
+    context.close()

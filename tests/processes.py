@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -71,14 +72,35 @@ def stop(process: subprocess.Popen) -> None:
         process.wait(timeout=5)
 
 
-def celery_worker_args(name: str) -> list[str]:
+def celery_worker_args(name: str, queues: str = "default,runtime,builds") -> list[str]:
     return [
         str(VENV_BIN / "celery"), "-A", "portal", "worker", "--pool", "solo", "--loglevel", "INFO",
-        "-Q", "default,runtime,builds", "-n", f"{name}@%h", "--without-mingle", "--without-gossip",
+        "-Q", queues, "-n", f"{name}@%h", "--without-mingle", "--without-gossip",
     ]  # fmt: skip
+
+
+def env_on_test_database() -> dict[str, str]:
+    """The environment for a portal process that must see the test database (which only
+    tests marked `transaction=True` commit to)."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    user = quote(db["USER"]) + (f":{quote(db['PASSWORD'])}" if db.get("PASSWORD") else "")
+    url = f"postgres://{user}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    return {**os.environ, "DATABASE_URL": url}
 
 
 def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "manage.py", *args], cwd=REPO, env=child_env(env), capture_output=True, text=True, timeout=300
     )
+
+
+def run_async(coroutine_function, *args):
+    """Runs `coroutine_function(*args)` to completion in a thread of its own: the browser
+    fixture keeps an event loop running in the test's thread, where asyncio.run cannot."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(lambda: asyncio.run(coroutine_function(*args))).result(timeout=300)

@@ -9,6 +9,8 @@ from django.db import transaction
 
 from portal.accounts.models import Membership, Role, Team, User
 from portal.audit.services import Actor, audit_record
+from portal.catalog.demo import seed_catalog
+from portal.quotas.demo import seed_quotas
 
 DEMO_PASSWORD = "dockyard-demo"  # noqa: S105  (demo-only; printed by `make run` and in the README)
 
@@ -22,8 +24,11 @@ DEMO_USERS = [
 ]
 
 
-def seed_demo() -> list[str]:
-    """Creates or corrects the demo rows; returns what it changed, for the command's output."""
+def seed_demo(*, build_images: bool = True) -> list[str]:
+    """Creates or corrects the demo rows; returns what it changed, for the command's output.
+
+    With build_images, queues builds of the demo images that have none (on the `builds` queue).
+    """
     changes: list[str] = []
     with transaction.atomic():
         teams = {slug: _team(slug, name, changes) for slug, name in DEMO_TEAMS.items()}
@@ -31,6 +36,8 @@ def seed_demo() -> list[str]:
             user = _user(username, staff, changes)
             for slug, role in memberships:
                 _membership(user, teams[slug], role, changes)
+        seed_quotas(changes, teams)
+        seed_catalog(changes, build=build_images)
         if changes:
             audit_record(actor=Actor.system(), action="demo.seed", details={"changes": changes})
     return changes

@@ -72,7 +72,7 @@ class WorkloadSpec:
     mounts: tuple[Mount, ...] = ()
     ports: tuple[int, ...] = ()  # container ports the portal connects to (e.g. Jupyter's)
     labels: dict[str, str] = field(default_factory=dict)
-    user: str = "1000:1000"
+    user: str = "1000:100"  # uid 1000, group "users": the user catalog images are built with
 
     def all_labels(self) -> dict[str, str]:
         return {
@@ -163,6 +163,9 @@ class RuntimeBackend(Protocol):
         self, *, dockerfile: str, tag: str, build_args: dict[str, str], on_progress: ProgressCallback | None = None
     ) -> ImageInfo:
         """Builds an image from a Dockerfile Dockyard rendered; returns its digest."""
+
+    def image_python_packages(self, ref: str) -> list[list[str]]:
+        """The Python packages inside an image, as [name, version] pairs."""
 
     def start(self, spec: WorkloadSpec) -> Handle:
         """Starts the workload; idempotent by spec.uid (returns what exists)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 import tarfile
 from collections.abc import Iterator
@@ -70,6 +71,7 @@ class DockerBackend:
     def __init__(self, *, base_url: str | None = None, network: str | None = None):
         self.base_url = base_url if base_url is not None else settings.DOCKER_HOST
         self.network = network or settings.DOCKYARD_DOCKER_NETWORK
+        self._network_ready = False  # checked once per process, then trusted
 
     @cached_property
     def client(self) -> docker.DockerClient:
@@ -125,10 +127,11 @@ class DockerBackend:
         except RuntimeError_:
             raise
         except (DockerException, OSError) as error:
+            explanation = getattr(error, "explanation", None) or str(error)
             raise RuntimeError_(
                 f"pulling {ref}: {error}",
                 reason="pull_failed",
-                user_message=f"The image {ref} could not be pulled: {error}",
+                user_message=f"The image {ref} could not be pulled: {explanation}",
             ) from error
 
     def build_image(
@@ -144,10 +147,9 @@ class DockerBackend:
         """Builds from a Dockerfile (plus context files) Dockyard rendered; streams each line."""
         report = on_progress or (lambda progress: None)
         context = _tar_context(dockerfile, files or {})
-        api = docker.APIClient(base_url=self.client.api.base_url, timeout=BUILD_TIMEOUT_S)
         image_id = None
         try:
-            stream = api.build(
+            stream = self.client.api.build(
                 fileobj=context,
                 custom_context=True,
                 tag=tag,
@@ -157,6 +159,7 @@ class DockerBackend:
                 buildargs=build_args or {},
                 labels=labels or {},
                 decode=True,
+                timeout=BUILD_TIMEOUT_S,
             )
             for event in stream:
                 if "error" in event:
@@ -175,13 +178,28 @@ class DockerBackend:
             raise
         except (DockerException, OSError) as error:
             raise _engine_error(error, "building an image") from error
-        finally:
-            api.close()
         report(Progress(100.0, f"Built {tag}"))
         return self._image_info(self.client.images.get(image_id or tag), tag)
 
     def _image_info(self, image, ref: str) -> ImageInfo:
         return ImageInfo(digest=image.id, size_bytes=int(image.attrs.get("Size") or 0), reference=ref)
+
+    def image_python_packages(self, ref: str) -> list[list[str]]:
+        """The Python packages inside an image, as [name, version] pairs; empty without pip."""
+        try:
+            output = self.client.containers.run(
+                ref,
+                ["python3", "-m", "pip", "list", "--format=json", "--disable-pip-version-check"],
+                network_mode="none",
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges:true"],
+                entrypoint=[],
+                remove=True,
+                stderr=False,
+            )
+            return [[p["name"], p["version"]] for p in json.loads(output or b"[]")]
+        except (DockerException, OSError, ValueError, KeyError):
+            return []
 
     def remove_image(self, ref: str) -> None:
         try:
@@ -194,19 +212,29 @@ class DockerBackend:
     # --- Workloads -------------------------------------------------------------------------
 
     def start(self, spec: WorkloadSpec) -> Handle:
-        """Creates and starts the container, or returns the one a previous call made."""
+        """Creates and starts the container, or returns the one a previous call made.
+
+        The common path is two engine calls (create, start): an existing container shows up
+        as a name conflict on create, and a missing image as an error from it.
+        """
         handle = self.handle_for(spec.uid)
         new_volumes: set[str] = set()
         try:
-            container = self._find(handle)
-            if container is None:
-                self._require_image(spec.image)
-                self._ensure_network()
-                new_volumes = self._ensure_volumes(spec)
-                container = self._create(spec, new_volumes)
+            self._ensure_network()
+            new_volumes = self._ensure_volumes(spec)
+            container = self._create(spec, new_volumes)
             if container.status == "created":
                 container.start()
+        except ImageNotFound:
+            self._undo_failed_start(handle, new_volumes)
+            raise RuntimeError_(
+                f"image {spec.image} is not on this engine",
+                reason="image_missing",
+                permanent=True,
+                user_message="The workload's image is not on this host any more; rebuild or pull it.",
+            ) from None
         except (DockerException, OSError) as error:
+            self._network_ready = False  # the network may be what went missing: check again
             self._undo_failed_start(handle, new_volumes)
             raise _engine_error(error, f"starting {spec.kind} {spec.uid}") from error
         return handle
@@ -218,44 +246,31 @@ class DockerBackend:
                 DeviceRequest(driver=r["Driver"], device_ids=r["DeviceIDs"], capabilities=r["Capabilities"])
                 for r in config["device_requests"]
             ]
-        for mount in spec.mounts:
-            if volume_name(spec.uid, mount.name) in new_volumes and not mount.read_only:
-                self._give_volume_to_user(spec, mount, config["volumes"])
         try:
-            return self.client.containers.create(**config)
+            container = self.client.containers.create(**config)
         except APIError as error:
             if error.status_code == 409:  # a concurrent start made it first: use that one
                 return self.client.containers.get(config["name"])
             raise
+        owned = [m for m in spec.mounts if volume_name(spec.uid, m.name) in new_volumes and not m.read_only]
+        if owned:
+            self._give_volumes_to_user(container, spec.user, owned)
+        return container
 
-    def _require_image(self, ref: str) -> None:
-        # Starting never pulls: images arrive through ensure_image, with progress shown.
-        try:
-            self.client.images.get(ref)
-        except ImageNotFound:
-            raise RuntimeError_(
-                f"image {ref} is not on this engine",
-                reason="image_missing",
-                permanent=True,
-                user_message="The workload's image is not on this host any more; rebuild or pull it.",
-            ) from None
-
-    def _give_volume_to_user(self, spec: WorkloadSpec, mount, volumes: dict) -> None:
-        """A new volume is owned by root where the image lacks the folder; hand it to the
-        workload's user with a one-shot container that may only chown, and has no network."""
-        self.client.containers.run(
-            spec.image,
-            ["chown", spec.user, mount.target],
-            user="0:0",
-            cap_drop=["ALL"],
-            cap_add=["CHOWN"],
-            security_opt=["no-new-privileges:true"],
-            network_mode="none",
-            volumes=volumes,
-            labels={LABEL_UID: spec.uid, "dockyard.role": "volume-prep"},
-            entrypoint=[],
-            remove=True,
-        )
+    def _give_volumes_to_user(self, container, user: str, mounts) -> None:
+        """A new volume's folder is owned by root where the image lacks it. Copying an empty
+        folder entry owned by the workload's user onto the mount point (before the first
+        start) hands it over, with no privileged helper container."""
+        uid, _, gid = user.partition(":")
+        for mount in mounts:
+            parent, _, name = mount.target.rstrip("/").rpartition("/")
+            archive = io.BytesIO()
+            with tarfile.open(fileobj=archive, mode="w") as tar:
+                entry = tarfile.TarInfo(name)
+                entry.type, entry.mode = tarfile.DIRTYPE, 0o755
+                entry.uid, entry.gid = int(uid), int(gid or uid)
+                tar.addfile(entry)
+            container.put_archive(parent or "/", archive.getvalue())
 
     def _undo_failed_start(self, handle: Handle, new_volumes: set[str]) -> None:
         # Nothing half-made stays behind: the container goes, and so do volumes this attempt
@@ -276,7 +291,10 @@ class DockerBackend:
             return None
 
     def _ensure_network(self) -> None:
+        if self._network_ready:
+            return
         if self.client.networks.list(names=[self.network]):
+            self._network_ready = True
             return
         try:
             self.client.networks.create(
@@ -294,6 +312,7 @@ class DockerBackend:
         except APIError as error:
             if error.status_code != 409:
                 raise
+        self._network_ready = True
 
     def _ensure_volumes(self, spec: WorkloadSpec) -> set[str]:
         created = set()

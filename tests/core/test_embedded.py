@@ -14,7 +14,7 @@ def test_embedded_default_migrates_seeds_and_serves_with_a_real_worker(tmp_path)
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL")}
     env["DOCKYARD_VAR_DIR"] = str(tmp_path / "var")
 
-    for command in (["migrate", "--noinput"], ["seed_demo"]):
+    for command in (["migrate", "--noinput"], ["seed_demo", "--no-builds"]):
         result = manage(*command, env=env)
         assert result.returncode == 0, result.stderr
     assert (tmp_path / "var" / "dockyard.sqlite3").exists()
@@ -24,7 +24,7 @@ def test_embedded_default_migrates_seeds_and_serves_with_a_real_worker(tmp_path)
     web = [sys.executable, "-m", "uvicorn", "portal.asgi:application", "--host", "127.0.0.1", "--port", str(port)]
     with (
         running(web, env=env, log=tmp_path / "web.log"),
-        running(celery_worker_args("embedded"), env=env, log=tmp_path / "worker.log"),
+        running(celery_worker_args("embedded", queues="default"), env=env, log=tmp_path / "worker.log"),
     ):
         login = wait_for(lambda: _get(f"{base}/accounts/login/"), timeout=60, what="the login page")
         assert login[0] == 200 and "Sign in" in login[1]

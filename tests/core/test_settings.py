@@ -15,6 +15,7 @@ PRODUCTION = {
     "SECRET_KEY": secrets.token_urlsafe(50),
     "ALLOWED_HOSTS": "dockyard.example.com",
     "DOCKYARD_HTTPS": "1",
+    "DOCKYARD_AUDIT_KEY": secrets.token_urlsafe(50),
 }
 
 

@@ -1,29 +1,15 @@
-"""A real Docker engine for runtime tests; everything made is labelled with this run and removed."""
+"""Runtime tests on the real Docker engine (the `engine` fixture cleans up after the run)."""
 
 from __future__ import annotations
 
 import uuid
 
-import docker
 import pytest
 from django.conf import settings
 
 from portal.runtime.base import Mount, WorkloadSpec
 from portal.runtime.docker import DockerBackend
-
-TEST_RUN = uuid.uuid4().hex[:12]
-RUN_LABEL = "dockyard.test-run"
-
-
-@pytest.fixture(scope="session")
-def engine():
-    client = docker.from_env()
-    yield client
-    for container in client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={TEST_RUN}"}):
-        container.remove(force=True)
-    for volume in client.volumes.list(filters={"label": f"{RUN_LABEL}={TEST_RUN}"}):
-        volume.remove(force=True)
-    client.close()
+from tests.conftest import RUN_LABEL, TEST_RUN
 
 
 @pytest.fixture

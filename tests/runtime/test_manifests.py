@@ -16,7 +16,7 @@ def test_config_is_hardened():
     assert config["cap_drop"] == ["ALL"]
     assert config["security_opt"] == ["no-new-privileges:true"]
     assert config["privileged"] is False
-    assert config["user"] == "1000:1000"
+    assert config["user"] == "1000:100"
     assert config["network"] == "wl"
     assert "cap_add" not in config and "network_mode" not in config
 

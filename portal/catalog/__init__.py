@@ -1,0 +1,1 @@
+"""The image catalog: curated images, their revisions, builds and pulls."""

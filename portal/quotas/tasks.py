@@ -1,0 +1,24 @@
+"""Celery tasks of the quotas app: the admission pass, after releases and from beat."""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.core.cache import cache
+
+from portal.audit.services import Actor
+from portal.quotas.services import admission_pass
+from portal.quotas.services.queue import ADMISSION_QUEUED_FLAG
+
+
+@shared_task(name="quotas.admission_pass", queue="default", acks_late=True)
+def admission_pass_task() -> dict:
+    """Admits what fits from the waiting queue.
+
+    Safe to run twice or after a crash (hence `acks_late`): a pass admits only requests still
+    waiting, under the team and inventory locks, so a second run finds them settled. The
+    pending flag is cleared before reading, so a release that commits during this pass
+    queues the next one.
+    """
+    cache.delete(ADMISSION_QUEUED_FLAG)
+    result = admission_pass(actor=Actor.system())
+    return {"admitted": len(result.admitted), "waiting": result.waiting, "held_gpus": result.held_gpus}

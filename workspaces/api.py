@@ -1,0 +1,139 @@
+"""REST API for workspaces."""
+
+from __future__ import annotations
+
+from django.http import Http404
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import APIException, PermissionDenied
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from portal.accounts.models import Team
+from portal.audit.services import Actor
+from portal.catalog.models import Image
+from portal.core.api import StrictSerializer, no_content
+from portal.proxy.hosts import notebook_origin
+from portal.quotas.models import ResourceProfile
+from portal.workloads.models import WorkloadEvent
+from portal.workloads.services import IllegalTransition
+from workspaces import selectors, services
+from workspaces.models import Workspace
+
+
+class Conflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The workspace is busy with another action."
+
+
+class EventOut(serializers.ModelSerializer):
+    class Meta:
+        model = WorkloadEvent
+        fields = ["created_at", "step", "state", "message", "percent", "level"]
+
+
+class WorkspaceOut(serializers.ModelSerializer):
+    owner = serializers.CharField(source="owner.username")
+    team = serializers.CharField(source="team.slug")
+    image = serializers.CharField(source="image.slug")
+    profile = serializers.CharField(source="profile.slug")
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Workspace
+        fields = [
+            "id", "name", "owner", "team", "image", "image_digest", "profile", "cpus", "memory_gib", "gpus",
+            "state", "url", "error_step", "error_message", "created_at", "started_at", "stopped_at",
+        ]  # fmt: skip
+
+    def get_url(self, workspace: Workspace) -> str:
+        return notebook_origin(workspace.pk) + "/lab"
+
+
+class WorkspaceDetailOut(WorkspaceOut):
+    events = EventOut(many=True, source="event_list")
+
+    class Meta(WorkspaceOut.Meta):
+        fields = [*WorkspaceOut.Meta.fields, "error_detail", "events"]
+
+
+class WorkspaceIn(StrictSerializer):
+    name = serializers.CharField(max_length=63)
+    image = serializers.SlugRelatedField(slug_field="slug", queryset=Image.objects.all())
+    profile = serializers.SlugRelatedField(slug_field="slug", queryset=ResourceProfile.objects.filter(is_active=True))
+    team = serializers.SlugRelatedField(slug_field="slug", queryset=Team.objects.all())
+
+
+def _detail(workspace: Workspace) -> dict:
+    workspace.event_list = list(selectors.workspace_events(workspace=workspace))
+    return WorkspaceDetailOut(workspace).data
+
+
+def _get(request, pk) -> Workspace:
+    workspace = selectors.workspace_visible_to(user=request.user).filter(pk=pk).first()
+    if workspace is None:
+        raise Http404
+    return workspace
+
+
+def _acting(request, workspace) -> None:
+    if workspace.owner_id != request.user.pk:
+        raise PermissionDenied("Only the workspace's owner can do this.")
+
+
+class WorkspaceListView(APIView):
+    @extend_schema(responses=WorkspaceOut(many=True))
+    def get(self, request: Request) -> Response:
+        return Response(WorkspaceOut(selectors.workspace_list_for(user=request.user), many=True).data)
+
+    @extend_schema(request=WorkspaceIn, responses={201: WorkspaceDetailOut})
+    def post(self, request: Request) -> Response:
+        data = WorkspaceIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            workspace = services.workspace_create(
+                owner=request.user, actor=Actor.from_request(request), **data.validated_data
+            )
+        except services.QuotaRefused as refused:
+            raise PermissionDenied(str(refused)) from None
+        return Response(_detail(_get(request, workspace.pk)), status=status.HTTP_201_CREATED)
+
+
+class WorkspaceDetailView(APIView):
+    @extend_schema(responses=WorkspaceDetailOut)
+    def get(self, request: Request, pk) -> Response:
+        return Response(_detail(_get(request, pk)))
+
+    @extend_schema(
+        parameters=[OpenApiParameter("delete_data", bool, description="Also delete the home volume.")],
+        responses={204: None},
+    )
+    def delete(self, request: Request, pk) -> Response:
+        workspace = _get(request, pk)
+        _acting(request, workspace)
+        delete_data = request.query_params.get("delete_data") in ("1", "true")
+        services.workspace_delete(workspace=workspace, delete_data=delete_data, actor=Actor.from_request(request))
+        return no_content()
+
+
+class WorkspaceActionView(APIView):
+    action_name = ""
+
+    @extend_schema(request=None, responses=WorkspaceDetailOut)
+    def post(self, request: Request, pk) -> Response:
+        workspace = _get(request, pk)
+        actor = Actor.from_request(request)
+        try:
+            if self.action_name == "start":
+                _acting(request, workspace)
+                services.workspace_start(workspace=workspace, actor=actor)
+            else:
+                if workspace.owner_id != request.user.pk and not request.user.is_staff:
+                    raise PermissionDenied("Only the workspace's owner can stop it.")
+                services.workspace_stop(workspace=workspace, actor=actor)
+        except services.QuotaRefused as refused:
+            raise PermissionDenied(str(refused)) from None
+        except IllegalTransition as conflict:
+            raise Conflict(str(conflict)) from None
+        return Response(_detail(_get(request, pk)))

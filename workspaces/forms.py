@@ -1,0 +1,53 @@
+"""The new-workspace form: what fits is shown before anything is created."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from django import forms
+
+from portal.catalog.models import Image, ImageStatus
+from portal.quotas.models import ResourceProfile
+from portal.quotas.services.admission import admit_preview
+from portal.quotas.values import AdmissionRequest, Resources, WorkloadRef
+
+
+@dataclass(frozen=True)
+class ProfileChoice:
+    profile: ResourceProfile
+    refusal: str  # empty when it fits now
+
+
+def profile_choices(*, user, team) -> list[ProfileChoice]:
+    """Every offered profile with whether it fits the person's and team's remaining quota now."""
+    choices = []
+    for profile in ResourceProfile.objects.filter(is_active=True):
+        request = AdmissionRequest(
+            workload=WorkloadRef(kind="workspace", uid=uuid.uuid4()),
+            team=team,
+            user=user,
+            resources=Resources.of_profile(profile),
+            profile=profile,
+        )
+        refusal = admit_preview(request=request) if team else None
+        choices.append(ProfileChoice(profile=profile, refusal=refusal.message if refusal else ""))
+    return choices
+
+
+class WorkspaceForm(forms.Form):
+    name = forms.CharField(max_length=63, help_text="Lowercase letters, digits and dashes, e.g. “churn-model”.")
+    team = forms.ModelChoiceField(queryset=None, empty_label=None)
+    image = forms.ModelChoiceField(queryset=None, empty_label=None, to_field_name="slug")
+    profile = forms.ModelChoiceField(
+        queryset=ResourceProfile.objects.filter(is_active=True), to_field_name="slug", widget=forms.RadioSelect
+    )
+
+    def __init__(self, *args, user, **kwargs):
+        super().__init__(*args, **kwargs)
+        from portal.accounts.models import Team
+
+        self.fields["team"].queryset = Team.objects.filter(memberships__user=user)
+        self.fields["image"].queryset = (
+            Image.objects.visible_to(user).filter(status=ImageStatus.READY).exclude(default_command=[])
+        )

@@ -1,0 +1,395 @@
+"""Every change to a workspace: create, start, stop, delete, and the steps the worker takes.
+
+Pages, the API and tasks call these; each is audited, and each moves state only through
+`workload_transition`.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from portal.accounts.models import Membership, Team, User
+from portal.audit.services import Actor, audit_record
+from portal.catalog.models import Image
+from portal.catalog.services import image_require_startable
+from portal.quotas.models import Allocation, ResourceProfile
+from portal.quotas.services.admission import admit, release
+from portal.quotas.values import AdmissionRequest, Refusal, Resources, WorkloadRef
+from portal.runtime import RuntimeError_, get_backend
+from portal.runtime.base import Mount, State, WorkloadSpec
+from portal.workloads.models import WorkloadEvent
+from portal.workloads.services import workload_event_add, workload_transition
+from workspaces.models import TRANSITIONS, Workspace, WorkspaceState
+
+NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+HOME = "/home/jovyan"
+S = WorkspaceState
+
+
+class QuotaRefused(PermissionDenied):
+    """Admission said no; the message names the limit and the numbers."""
+
+    def __init__(self, refusal: Refusal):
+        super().__init__(f"Not started: {refusal.message}.")
+        self.refusal = refusal
+
+
+def _transition(workspace: Workspace, to: str, **kwargs) -> Workspace:
+    return workload_transition(workload=workspace, to=to, allowed=TRANSITIONS, **kwargs)
+
+
+# --- What people do ------------------------------------------------------------------------------
+
+
+def workspace_create(
+    *, owner: User, team: Team, name: str, image: Image, profile: ResourceProfile, actor: Actor
+) -> Workspace:
+    """Admits and creates a workspace, then queues its start. Refusals are audited, nothing made."""
+    _require_member(owner, team)
+    name = _clean_name(owner, name)
+    revision = image_require_startable(image=image)
+    if not Image.objects.visible_to(owner).filter(pk=image.pk).exists():
+        raise ValidationError({"image": f"{image.slug} is not available to you."})
+    if not profile.is_active:
+        raise ValidationError({"profile": f"The profile {profile.slug} is not offered any more."})
+    uid = uuid.uuid4()
+    allocation = _admit(uid=uid, owner=owner, team=team, profile=profile, actor=actor)
+    try:
+        with transaction.atomic():
+            workspace = Workspace.objects.create(
+                id=uid,
+                owner=owner,
+                team=team,
+                name=name,
+                image=image,
+                image_revision=revision,
+                image_digest=revision.digest,
+                profile=profile,
+                cpus=profile.cpus,
+                memory_gib=profile.memory_gib,
+                gpus=profile.gpus,
+                gpu_device_ids=_device_ids(allocation),
+                state=S.PENDING,
+                jupyter_token=secrets.token_hex(32),
+            )
+            workload_event_add(workload=workspace, step="admitted", message=_admitted_message(workspace))
+            audit_record(
+                actor=actor,
+                action="workspace.create",
+                target=workspace,
+                team=team,
+                details={"name": name, "image": image.slug, "digest": revision.digest, "profile": profile.slug},
+            )
+            _queue_start(workspace)
+    except IntegrityError:
+        release(workload=WorkloadRef(kind=Workspace.KIND, uid=uid), actor=actor, reason="create failed")
+        raise ValidationError({"name": f"You already have a workspace called {name}."}) from None
+    return workspace
+
+
+def workspace_start(*, workspace: Workspace, actor: Actor) -> Workspace:
+    """Starts a stopped or failed workspace again, with the same image revision and home."""
+    if workspace.state not in (S.STOPPED, S.FAILED):
+        raise_conflict(workspace, "start")
+    profile = workspace.profile
+    allocation = _admit(uid=workspace.pk, owner=workspace.owner, team=workspace.team, profile=profile, actor=actor)
+    workspace = _transition(
+        workspace,
+        S.PENDING,
+        actor=actor,
+        step="admitted",
+        message=_admitted_message(workspace),
+        action="workspace.start",
+        fields={"gpu_device_ids": _device_ids(allocation), "error_step": "", "error_message": "", "error_detail": ""},
+    )
+    _queue_start(workspace)
+    return workspace
+
+
+def workspace_stop(*, workspace: Workspace, actor: Actor, reason: str = "") -> Workspace:
+    if workspace.state == S.STOPPING:
+        return workspace
+    if workspace.state not in (S.PENDING, S.STARTING, S.RUNNING, S.FAILED):
+        raise_conflict(workspace, "stop")
+    workspace = _transition(
+        workspace,
+        S.STOPPING,
+        actor=actor,
+        step="stopping",
+        message=reason or "Stopping",
+        action="workspace.stop",
+        fields={"endpoint": ""},
+        audit_details={"reason": reason} if reason else None,
+    )
+    _queue_stop(workspace)
+    return workspace
+
+
+def workspace_delete(*, workspace: Workspace, delete_data: bool, actor: Actor) -> None:
+    """Stops (if needed) and removes the workspace; its home volume goes only if asked."""
+    with transaction.atomic():
+        locked = Workspace.objects.select_for_update().get(pk=workspace.pk)
+        locked.delete_requested, locked.delete_data = True, delete_data
+        locked.save(update_fields=["delete_requested", "delete_data"])
+        audit_record(
+            actor=actor,
+            action="workspace.delete",
+            target=locked,
+            team=locked.team,
+            details={"name": locked.name, "delete_data": delete_data},
+        )
+        if locked.state == S.STOPPING:
+            return
+        if locked.state in (S.STOPPED, S.QUEUED):
+            _queue_stop(locked)
+            return
+        _transition(locked, S.STOPPING, actor=actor, step="stopping", message="Deleting")
+        _queue_stop(locked)
+
+
+def raise_conflict(workspace: Workspace, verb: str):
+    from portal.workloads.services import IllegalTransition
+
+    raise IllegalTransition(workspace, {"start": S.PENDING, "stop": S.STOPPING}.get(verb, verb))
+
+
+def _require_member(owner: User, team: Team) -> None:
+    if not Membership.objects.filter(user=owner, team=team).exists():
+        raise ValidationError({"team": f"You are not a member of {team.slug}."})
+
+
+def _clean_name(owner: User, name: str) -> str:
+    name = name.strip().lower()
+    if not NAME.match(name):
+        raise ValidationError(
+            {"name": "Use 1 to 63 lowercase letters, digits and dashes, starting and ending with a letter or digit."}
+        )
+    if Workspace.objects.filter(owner=owner, name=name).exists():
+        raise ValidationError({"name": f"You already have a workspace called {name}."})
+    return name
+
+
+def _admit(*, uid, owner: User, team: Team, profile: ResourceProfile, actor: Actor) -> Allocation:
+    request = AdmissionRequest(
+        workload=WorkloadRef(kind=Workspace.KIND, uid=uid),
+        team=team,
+        user=owner,
+        resources=Resources.of_profile(profile),
+        profile=profile,
+    )
+    outcome = admit(request=request, actor=actor)
+    if isinstance(outcome, Refusal):
+        raise QuotaRefused(outcome)
+    return outcome
+
+
+def _device_ids(allocation: Allocation) -> list[str]:
+    return list(allocation.gpu_rows.order_by("device__index").values_list("device__uuid", flat=True))
+
+
+def _admitted_message(workspace: Workspace) -> str:
+    gpus = f", {workspace.gpus} GPU(s)" if workspace.gpus else ""
+    return f"Admitted: {workspace.cpus:g} CPU, {workspace.memory_gib:g} GiB{gpus}"
+
+
+def _queue_start(workspace: Workspace) -> None:
+    from workspaces.tasks import start_task
+
+    start_task.delay_on_commit(str(workspace.pk))
+
+
+def _queue_stop(workspace: Workspace) -> None:
+    from workspaces.tasks import stop_task
+
+    stop_task.delay_on_commit(str(workspace.pk))
+
+
+# --- What the worker does ------------------------------------------------------------------------
+
+
+def workspace_spec(workspace: Workspace) -> WorkloadSpec:
+    """The container for a workspace: its image digest, size, GPUs, home volume and Jupyter."""
+    return WorkloadSpec(
+        uid=workspace.uid,
+        kind=Workspace.KIND,
+        owner=workspace.owner.username,
+        team=workspace.team.slug,
+        image=workspace.image_digest,
+        command=tuple(workspace.image.default_command),
+        env={"JUPYTER_TOKEN": workspace.jupyter_token},
+        working_dir=HOME,
+        cpus=float(workspace.cpus),
+        memory_mib=int(workspace.memory_gib * 1024),
+        gpu_device_ids=tuple(workspace.gpu_device_ids),
+        mounts=(Mount(name="home", target=HOME),),
+        ports=(settings.DOCKYARD_JUPYTER_PORT,),
+        labels=dict(settings.DOCKYARD_WORKLOAD_LABELS),
+    )
+
+
+def workspace_run_start(*, workspace_id: str) -> bool:
+    """Makes sure the image is there and the container runs; True if it is now starting."""
+    workspace = Workspace.objects.select_related("owner", "team", "image").filter(pk=workspace_id).first()
+    if workspace is None or workspace.state != S.PENDING:
+        return False  # already done, stopped meanwhile, or deleted: nothing to do
+    backend = get_backend()
+    try:
+        backend.ensure_image(workspace.image_digest)
+        workload_event_add(workload=workspace, step="image", message="Image ready", percent=100)
+        backend.start(workspace_spec(workspace))
+    except RuntimeError_ as error:
+        if not error.permanent:
+            raise
+        workspace_fail(workspace=workspace, step="container", error=error)
+        return False
+    deadline = timezone.now() + timedelta(seconds=settings.DOCKYARD_WORKSPACE_START_TIMEOUT_S)
+    _transition(
+        workspace,
+        S.STARTING,
+        actor=Actor.system(),
+        step="container",
+        message="Container created; waiting for Jupyter",
+        fields={"started_at": timezone.now(), "ready_deadline": deadline},
+    )
+    return True
+
+
+def workspace_check_ready(*, workspace_id: str) -> bool | None:
+    """One look at a starting workspace: True when running, False when it failed, None to look again."""
+    from workspaces.jupyter import jupyter_status
+
+    workspace = Workspace.objects.select_related("owner", "team").filter(pk=workspace_id).first()
+    if workspace is None or workspace.state != S.STARTING:
+        return False
+    backend = get_backend()
+    observed = backend.inspect(backend.handle_for(workspace.uid))
+    if observed.state in (State.EXITED, State.MISSING):
+        tail = "\n".join(list(_log_tail(backend, workspace)))
+        error = RuntimeError_(
+            f"container {observed.state}: {observed.reason} (exit code {observed.exit_code})",
+            reason=observed.reason or "exited",
+            permanent=True,
+            user_message=_exit_message(observed.reason),
+        )
+        workspace_fail(workspace=workspace, step="jupyter", error=error, detail=tail)
+        return False
+    endpoint = observed.endpoints.get(settings.DOCKYARD_JUPYTER_PORT)
+    if endpoint is not None and jupyter_status(endpoint=endpoint, token=workspace.jupyter_token):
+        _transition(
+            workspace,
+            S.RUNNING,
+            actor=Actor.system(),
+            step="running",
+            message="Running",
+            fields={"endpoint": f"{endpoint.host}:{endpoint.port}"},
+        )
+        return True
+    if timezone.now() > workspace.ready_deadline:
+        error = RuntimeError_(
+            "Jupyter did not answer in time",
+            reason="start_timeout",
+            permanent=True,
+            user_message=f"JupyterLab did not start within {settings.DOCKYARD_WORKSPACE_START_TIMEOUT_S} seconds.",
+        )
+        workspace_fail(
+            workspace=workspace, step="jupyter", error=error, detail="\n".join(_log_tail(backend, workspace))
+        )
+        return False
+    return None
+
+
+def _exit_message(reason: str) -> str:
+    if reason == "OOMKilled":
+        return "JupyterLab ran out of memory while starting. Pick a larger profile."
+    return "JupyterLab stopped while starting. The container's log says why."
+
+
+def _log_tail(backend, workspace: Workspace, lines: int = 40):
+    try:
+        return list(backend.logs(backend.handle_for(workspace.uid)))[-lines:]
+    except RuntimeError_:
+        return []
+
+
+def workspace_fail(*, workspace: Workspace, step: str, error: RuntimeError_, detail: str = "") -> None:
+    """Marks the workspace failed at `step`, releases its quota, removes its container."""
+    detail = (str(error) + ("\n\n" + detail if detail else ""))[:20000]
+    with transaction.atomic():
+        _transition(
+            workspace,
+            S.FAILED,
+            actor=Actor.system(),
+            step=step,
+            message=error.user_message,
+            detail=detail,
+            action="workspace.fail",
+            audit_details={"step": step, "reason": error.reason},
+            level=WorkloadEvent.Level.ERROR,
+            fields={
+                "error_step": step,
+                "error_message": error.user_message[:500],
+                "error_detail": detail,
+                "stopped_at": timezone.now(),
+                "endpoint": "",
+            },
+        )
+        release(workload=WorkloadRef(kind=Workspace.KIND, uid=workspace.pk), actor=Actor.system(), reason="failed")
+    try:
+        backend = get_backend()
+        backend.remove(backend.handle_for(workspace.uid), keep_data=True)
+    except RuntimeError_:
+        pass  # the reconciler removes what is left
+
+
+def workspace_run_stop(*, workspace_id: str) -> None:
+    """Stops and removes the container, releases quota; deletes the row if deletion was asked."""
+    workspace = Workspace.objects.select_related("team").filter(pk=workspace_id).first()
+    if workspace is None:
+        return
+    backend = get_backend()
+    handle = backend.handle_for(workspace.uid)
+    if workspace.state == S.STOPPING:
+        backend.stop(handle, grace_s=settings.DOCKYARD_WORKSPACE_STOP_GRACE_S)
+    if workspace.state in (S.STOPPING, S.STOPPED, S.FAILED, S.QUEUED):
+        backend.remove(handle, keep_data=not (workspace.delete_requested and workspace.delete_data))
+    with transaction.atomic():
+        release(workload=WorkloadRef(kind=Workspace.KIND, uid=workspace.pk), actor=Actor.system(), reason="stopped")
+        if workspace.state == S.STOPPING:
+            workspace = _transition(
+                workspace,
+                S.STOPPED,
+                actor=Actor.system(),
+                step="stopped",
+                message="Stopped; your files are kept",
+                fields={"stopped_at": timezone.now(), "endpoint": ""},
+            )
+        if workspace.delete_requested and workspace.state in (S.STOPPED, S.FAILED, S.QUEUED):
+            audit_record(
+                actor=Actor.system(),
+                action="workspace.remove",
+                target_type="workspaces.workspace",
+                target_id=workspace.uid,
+                target_repr=str(workspace),
+                team=workspace.team,
+                details={"data_deleted": workspace.delete_data},
+            )
+            Workspace.objects.filter(pk=workspace.pk).delete()
+
+
+def workspace_record_open(*, workspace: Workspace, user: User, ip: str | None) -> None:
+    """A ticket was used to open the workspace in a browser."""
+    audit_record(
+        actor=Actor.for_user(user, ip=ip),
+        action="workspace.open",
+        target=workspace,
+        team=workspace.team,
+        details={"name": workspace.name},
+    )

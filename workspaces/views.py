@@ -1,0 +1,166 @@
+"""Workspace pages: list, create, the live detail page, open, stop, start, delete."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils.http import urlencode
+from django.views.decorators.http import require_POST
+
+from portal.audit.services import Actor
+from portal.proxy.hosts import notebook_origin
+from portal.proxy.tickets import ticket_issue
+from portal.runtime import RuntimeError_, get_backend
+from portal.workloads.services import IllegalTransition
+from workspaces import selectors, services
+from workspaces.forms import WorkspaceForm, profile_choices
+from workspaces.models import Workspace, WorkspaceState
+
+STEPS = [("admitted", "Admitted"), ("image", "Image ready"), ("container", "Container created"),
+         ("jupyter", "Waiting for Jupyter"), ("running", "Running")]  # fmt: skip
+
+
+@login_required
+def workspace_list(request: HttpRequest) -> HttpResponse:
+    context = {"workspaces": selectors.workspace_list_for(user=request.user)}
+    template = "workspaces/_list_rows.html" if request.headers.get("HX-Request") else "workspaces/list.html"
+    return render(request, template, context)
+
+
+@login_required
+def workspace_create(request: HttpRequest) -> HttpResponse:
+    form = WorkspaceForm(request.POST or None, user=request.user)
+    active = request.active_membership
+    team = active.team if active else None
+    if request.method == "POST" and form.is_valid():
+        team = form.cleaned_data["team"]
+        try:
+            workspace = services.workspace_create(
+                owner=request.user,
+                team=team,
+                name=form.cleaned_data["name"],
+                image=form.cleaned_data["image"],
+                profile=form.cleaned_data["profile"],
+                actor=Actor.from_request(request),
+            )
+        except services.QuotaRefused as refused:
+            form.add_error("profile", str(refused))
+        except ValidationError as error:
+            _attach(form, error)
+        else:
+            return redirect("workspace-detail", pk=workspace.pk)
+    context = {"form": form, "profiles": profile_choices(user=request.user, team=team), "team": team}
+    return render(request, "workspaces/create.html", context, status=400 if form.errors else 200)
+
+
+def _attach(form, error: ValidationError) -> None:
+    if hasattr(error, "error_dict"):
+        for field, errors in error.message_dict.items():
+            form.add_error(field if field in form.fields else None, errors)
+    else:
+        form.add_error(None, error.messages)
+
+
+def _workspace(request, pk) -> Workspace:
+    workspace = selectors.workspace_visible_to(user=request.user).filter(pk=pk).first()
+    if workspace is None:
+        raise Http404("No such workspace.")
+    return workspace
+
+
+@login_required
+def workspace_detail(request: HttpRequest, pk) -> HttpResponse:
+    workspace = _workspace(request, pk)
+    events = list(selectors.workspace_events(workspace=workspace))
+    context = {"workspace": workspace, "events": events, "steps": _steps(workspace, events)}
+    if request.headers.get("HX-Request"):
+        return render(request, "workspaces/_live.html", context)
+    return render(request, "workspaces/detail.html", context)
+
+
+def _steps(workspace: Workspace, events) -> list[dict]:
+    """The start steps with their state for the progress bar: done, current, failed or todo."""
+    since = [e for e in events if e.step == "admitted"][-1:]  # the latest start only
+    latest = events[events.index(since[0]) :] if since else []
+    done = {e.step for e in latest}
+    steps = []
+    for key, label in STEPS:
+        if workspace.state == WorkspaceState.FAILED and workspace.error_step == key:
+            status = "failed"
+        elif key in done or workspace.state == WorkspaceState.RUNNING:
+            status = "done"
+        else:
+            status = "todo"
+        steps.append({"key": key, "label": label, "status": status})
+    if workspace.state == WorkspaceState.STARTING and steps[3]["status"] == "todo":
+        steps[3]["status"] = "current"
+    return steps
+
+
+@login_required
+def workspace_logs(request: HttpRequest, pk) -> HttpResponse:
+    workspace = _workspace(request, pk)
+    backend = get_backend()
+    try:
+        lines = list(backend.logs(backend.handle_for(workspace.uid)))[-500:]
+    except RuntimeError_:
+        lines = []
+    return render(request, "workspaces/_logs.html", {"lines": lines, "workspace": workspace})
+
+
+@login_required
+def workspace_open(request: HttpRequest, pk) -> HttpResponse:
+    """Sends the browser to the notebook host with a one-time ticket (audited when used)."""
+    workspace = _workspace(request, pk)
+    if not selectors.workspace_user_may_open(user_id=request.user.pk, workspace=workspace):
+        raise Http404("No such workspace.")
+    if workspace.state != WorkspaceState.RUNNING:
+        messages.warning(request, f"{workspace.name} is {workspace.get_state_display().lower()}; start it first.")
+        return redirect("workspace-detail", pk=pk)
+    next_path = request.GET.get("next", "/lab")
+    query = urlencode({"t": ticket_issue(user_id=request.user.pk, workspace_id=str(workspace.pk)), "next": next_path})
+    return redirect(f"{notebook_origin(workspace.pk)}/_dockyard/ticket?{query}")
+
+
+def _act(request, pk, action) -> HttpResponse:
+    workspace = _workspace(request, pk)
+    if workspace.owner_id != request.user.pk and not request.user.is_staff:
+        raise Http404("No such workspace.")
+    try:
+        action(workspace)
+    except services.QuotaRefused as refused:
+        messages.error(request, str(refused))
+    except IllegalTransition as conflict:
+        messages.error(request, str(conflict))
+    return (
+        redirect("workspace-detail", pk=pk) if Workspace.objects.filter(pk=pk).exists() else redirect("workspace-list")
+    )
+
+
+@require_POST
+@login_required
+def workspace_stop(request: HttpRequest, pk) -> HttpResponse:
+    return _act(request, pk, lambda w: services.workspace_stop(workspace=w, actor=Actor.from_request(request)))
+
+
+@require_POST
+@login_required
+def workspace_start(request: HttpRequest, pk) -> HttpResponse:
+    return _act(request, pk, lambda w: services.workspace_start(workspace=w, actor=Actor.from_request(request)))
+
+
+@require_POST
+@login_required
+def workspace_delete(request: HttpRequest, pk) -> HttpResponse:
+    delete_data = request.POST.get("data") == "delete"
+
+    def delete(workspace):
+        services.workspace_delete(workspace=workspace, delete_data=delete_data, actor=Actor.from_request(request))
+        files = " with its files." if delete_data else "; its files are kept."
+        messages.success(request, f"{workspace.name} is being deleted{files}")
+
+    _act(request, pk, delete)
+    return redirect("workspace-list")
