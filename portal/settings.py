@@ -206,6 +206,12 @@ DOCKYARD_PIP_INDEX_URL = env.str("DOCKYARD_PIP_INDEX_URL", default="")
 # it bounds how long queued work waits after capacity frees up without a release (a quota
 # raised, a device undrained) or after a lost task.
 DOCKYARD_ADMISSION_PASS_INTERVAL_S = env.float("DOCKYARD_ADMISSION_PASS_INTERVAL_S", default=30.0)
+# GPUs are discovered from the runtime's capacity() this often (seconds), and at start-up.
+DOCKYARD_INVENTORY_SYNC_INTERVAL_S = env.float("DOCKYARD_INVENTORY_SYNC_INTERVAL_S", default=300.0)
+CELERY_BEAT_SCHEDULE["quotas.inventory_sync"] = {
+    "task": "quotas.inventory_sync",
+    "schedule": DOCKYARD_INVENTORY_SYNC_INTERVAL_S,
+}
 CELERY_BEAT_SCHEDULE["quotas.admission_pass"] = {
     "task": "quotas.admission_pass",
     "schedule": DOCKYARD_ADMISSION_PASS_INTERVAL_S,

@@ -9,7 +9,7 @@ from portal.catalog import services
 from portal.catalog.models import Image, ImageBuild, SourceType
 from portal.catalog.services import SourceSpec
 
-JUPYTER_COMMAND = ["jupyter-lab", "--ip=0.0.0.0", "--port=8888", "--no-browser"]
+JUPYTER_COMMAND = ["jupyter-lab", "--ip=0.0.0.0", "--port=8888", "--no-browser", "--ServerApp.allow_remote_access=True"]
 
 
 def demo_images() -> list[dict]:

@@ -10,7 +10,7 @@ from portal.quotas.services import admission_pass
 from portal.quotas.services.queue import ADMISSION_QUEUED_FLAG
 
 
-@shared_task(name="quotas.admission_pass", queue="default", acks_late=True)
+@shared_task(name="quotas.admission_pass", acks_late=True)
 def admission_pass_task() -> dict:
     """Admits what fits from the waiting queue.
 
@@ -22,3 +22,13 @@ def admission_pass_task() -> dict:
     cache.delete(ADMISSION_QUEUED_FLAG)
     result = admission_pass(actor=Actor.system())
     return {"admitted": len(result.admitted), "waiting": result.waiting, "held_gpus": result.held_gpus}
+
+
+@shared_task(name="quotas.inventory_sync", acks_late=True)
+def inventory_sync_task() -> dict:
+    """Brings the GPU inventory in line with the runtime's capacity. Idempotent: a second run
+    finds nothing to change."""
+    from portal.quotas.services.inventory import gpu_inventory_discover
+
+    result = gpu_inventory_discover(actor=Actor.system())
+    return {"added": result.added, "changed": result.changed, "missing": result.missing}

@@ -37,11 +37,15 @@ def test_alice_starts_jupyterlab_from_the_page_and_runs_a_cell(page, portal, peo
         page.get_by_role("link", name="Open JupyterLab").click()
     lab = opened.value
     lab.set_default_timeout(60_000)
-    expect(lab).to_have_url(re.compile(r"^http://[0-9a-f-]{36}\.nb\.localhost:\d+/lab"))
+    expect(lab).to_have_url(re.compile(r"^http://[0-9a-f-]{36}\.nb\.localhost:\d+/lab"), timeout=60_000)
     lab.locator(".jp-LauncherCard[data-category='Notebook']").first.click()
+    # The kernel talks over a WebSocket through the proxy: wait until it is connected and idle.
+    expect(lab.locator(".jp-Notebook")).to_be_visible(timeout=60_000)
+    expect(lab.get_by_text(re.compile(r"Python 3 \(ipykernel\) \| Idle"))).to_be_visible(timeout=60_000)
     cell = lab.locator(".jp-Notebook .jp-Cell .cm-content").first
     cell.click()
-    cell.type("print(6*7)")
+    cell.press_sequentially("print(6*7)")
+    expect(cell).to_have_text("print(6*7)")
     lab.keyboard.press("Shift+Enter")
     lab.screenshot(path=SCREENSHOTS / "jupyterlab-cell.png")
     expect(lab.locator(".jp-OutputArea-output").first).to_have_text("42", timeout=60_000)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from django.db import transaction
 from django.db.models import QuerySet
@@ -59,6 +60,28 @@ def gpu_inventory_sync(*, backend: str, nodes: list[NodeInfo], actor: Actor | No
                 },
             )
     return result
+
+
+def gpu_inventory_discover(*, actor: Actor | None = None) -> SyncResult:
+    """Syncs the inventory with what the configured runtime backend reports (`capacity()`:
+    NVML on Docker hosts, node status on Kubernetes)."""
+    from portal.runtime import get_backend
+
+    backend = get_backend()
+    nodes = [
+        NodeInfo(
+            name=node.name,
+            backend=node.backend,
+            cpus=Decimal(str(node.cpus)),
+            memory_gib=(Decimal(node.memory_mib) / 1024).quantize(Decimal("0.01")),
+            gpus=tuple(
+                GpuInfo(index=g.index, uuid=g.uuid, model=g.model, memory_mib=g.memory_mib, healthy=g.healthy)
+                for g in node.gpus
+            ),
+        )
+        for node in backend.capacity()
+    ]
+    return gpu_inventory_sync(backend=backend.name, nodes=nodes, actor=actor)
 
 
 def _node(*, info: NodeInfo, known: GpuNode | None, now, result: SyncResult) -> GpuNode | None:
