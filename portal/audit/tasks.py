@@ -7,7 +7,7 @@ from celery import shared_task
 from portal.audit.checkpoints import checkpoint_create
 
 
-@shared_task(name="audit.checkpoint", queue="default")
+@shared_task(name="audit.checkpoint", acks_late=True)
 def audit_checkpoint() -> int | None:
     """Writes a signed checkpoint of the chain head; returns its event id.
 
