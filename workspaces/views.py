@@ -11,6 +11,7 @@ from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 
 from portal.audit.services import Actor
+from portal.core.forms import form_add_validation_error
 from portal.proxy.hosts import notebook_origin
 from portal.proxy.tickets import ticket_issue
 from portal.runtime import RuntimeError_, get_backend
@@ -49,19 +50,11 @@ def workspace_create(request: HttpRequest) -> HttpResponse:
         except services.QuotaRefused as refused:
             form.add_error("profile", str(refused))
         except ValidationError as error:
-            _attach(form, error)
+            form_add_validation_error(error, form)
         else:
             return redirect("workspace-detail", pk=workspace.pk)
     context = {"form": form, "profiles": profile_choices(user=request.user, team=team), "team": team}
     return render(request, "workspaces/create.html", context, status=400 if form.errors else 200)
-
-
-def _attach(form, error: ValidationError) -> None:
-    if hasattr(error, "error_dict"):
-        for field, errors in error.message_dict.items():
-            form.add_error(field if field in form.fields else None, errors)
-    else:
-        form.add_error(None, error.messages)
 
 
 def _workspace(request, pk) -> Workspace:

@@ -74,9 +74,7 @@ IMAGE_DETAIL_FIELDS = (
 def image_create(*, slug: str, source: SourceSpec, details: dict, teams=(), by, actor: Actor) -> Image:
     """A new catalog entry with its first revision (not built yet: see image_build)."""
     source = source.cleaned()
-    unknown = set(details) - set(IMAGE_DETAIL_FIELDS)
-    if unknown:
-        raise ValidationError(dict.fromkeys(sorted(unknown), "This field cannot be set here."))
+    _require_detail_fields(details)
     with transaction.atomic():
         image = Image(slug=slug, created_by=by, **details)
         image.full_clean(exclude=["current_revision", "successor"])
@@ -94,9 +92,7 @@ def image_create(*, slug: str, source: SourceSpec, details: dict, teams=(), by, 
 
 def image_update(*, image: Image, details: dict, teams=None, actor: Actor) -> Image:
     """Changes what people read about an image (name, description, visibility...)."""
-    unknown = set(details) - set(IMAGE_DETAIL_FIELDS)
-    if unknown:
-        raise ValidationError(dict.fromkeys(sorted(unknown), "This field cannot be set here."))
+    _require_detail_fields(details)
     with transaction.atomic():
         changed = {k: v for k, v in details.items() if getattr(image, k) != v}
         for key, value in changed.items():
@@ -109,6 +105,12 @@ def image_update(*, image: Image, details: dict, teams=None, actor: Actor) -> Im
         if changed:
             audit_record(actor=actor, action="image.update", target=image, details={"changed": changed})
     return image
+
+
+def _require_detail_fields(details: dict) -> None:
+    unknown = set(details) - set(IMAGE_DETAIL_FIELDS)
+    if unknown:
+        raise ValidationError(dict.fromkeys(sorted(unknown), "This field cannot be set here."))
 
 
 def image_revise(*, image: Image, source: SourceSpec, by, actor: Actor) -> ImageRevision:

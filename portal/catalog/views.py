@@ -13,6 +13,7 @@ from portal.audit.services import Actor
 from portal.catalog import selectors, services
 from portal.catalog.forms import DeprecateForm, ImageDetailsForm, SourceForm
 from portal.catalog.models import Image, ImageBuild
+from portal.core.forms import form_add_validation_error
 from portal.core.permissions import staff_required
 
 
@@ -55,18 +56,12 @@ def image_create(request: HttpRequest) -> HttpResponse:
                 actor=Actor.from_request(request),
             )
         except ValidationError as error:
-            _attach(error, details, source)
+            form_add_validation_error(error, details, source)
         else:
             messages.success(request, f"Image {image.slug} created. Build it to make it usable.")
             return redirect("image-detail", slug=image.slug)
     status = 400 if request.method == "POST" else 200
     return render(request, "catalog/image_form.html", {"details": details, "source": source}, status=status)
-
-
-def _attach(error: ValidationError, *forms) -> None:
-    for field, messages_ in error.message_dict.items() if hasattr(error, "error_dict") else [(None, error.messages)]:
-        form = next((f for f in forms if field in f.fields), forms[0])
-        form.add_error(field if field in form.fields else None, messages_)
 
 
 @staff_required
@@ -97,7 +92,7 @@ def image_revise(request: HttpRequest, slug: str) -> HttpResponse:
                 image=image, source=source.spec(), by=request.user, actor=Actor.from_request(request)
             )
         except ValidationError as error:
-            _attach(error, source)
+            form_add_validation_error(error, source)
         else:
             messages.success(request, f"Revision {revision.number} saved. Build it to put it in use.")
             return redirect("image-detail", slug=slug)
