@@ -48,6 +48,8 @@ class WorkspaceForm(forms.Form):
         from portal.accounts.models import Team
 
         self.fields["team"].queryset = Team.objects.filter(memberships__user=user)
+        # Images with a workspace command start JupyterLab; the others are for jobs.
         self.fields["image"].queryset = (
             Image.objects.visible_to(user).filter(status=ImageStatus.READY).exclude(default_command=[])
         )
+        self.fields["image"].label_from_instance = lambda image: image.name

@@ -56,6 +56,8 @@ def workspace_create(
     _require_member(owner, team)
     name = _clean_name(owner, name)
     revision = image_require_startable(image=image)
+    if not image.default_command:
+        raise ValidationError({"image": f"{image.slug} does not start JupyterLab: it is for jobs only."})
     if not Image.objects.visible_to(owner).filter(pk=image.pk).exists():
         raise ValidationError({"image": f"{image.slug} is not available to you."})
     if not profile.is_active:

@@ -20,11 +20,10 @@ def demo_images() -> list[dict]:
             "source": SourceSpec(source_type=SourceType.BUILD, base_image=base),
             "details": {
                 "name": "Python (minimal)",
-                "description": "Debian bookworm with Python 3.11 and a virtualenv. Small and quick to start.",
+                "description": "Debian bookworm with Python 3.11 and a virtualenv. Small and quick to start; for jobs.",
                 "framework": "Python",
                 "framework_version": "3.11",
                 "python_version": "3.11",
-                "default_command": ["python3"],
             },
         },
         {

@@ -16,7 +16,8 @@ def _lines(text: str) -> tuple[str, ...]:
 class ImageDetailsForm(forms.ModelForm):
     default_command = forms.CharField(
         required=False,
-        help_text="Command for workspaces, one argument per line (empty: the image's own).",
+        help_text="The command that starts JupyterLab for workspaces, one argument per line "
+        "(empty: the image is for jobs only).",
         widget=forms.Textarea(attrs={"rows": 3}),
     )
 

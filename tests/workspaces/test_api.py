@@ -40,6 +40,15 @@ def test_bad_input_names_the_field(api, alice, ready_image, small):
     assert not Workspace.objects.exists()
 
 
+def test_an_image_for_jobs_only_cannot_start_a_workspace(api, alice, ready_image, small):
+    Image.objects.filter(pk=ready_image.pk).update(default_command=[])
+
+    response = api(alice).post("/api/v1/workspaces/", body(), format="json")
+
+    assert response.status_code == 400
+    assert "for jobs only" in response.json()["errors"]["image"][0]
+
+
 def test_over_quota_is_refused_with_the_reason_and_audited(
     api, alice, ready_image, small, demo_team, django_capture_on_commit_callbacks
 ):
