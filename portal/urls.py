@@ -21,6 +21,12 @@ from workspaces import views as workspace_views
 api_v1 = [
     path("workspaces/", workspace_api.WorkspaceListView.as_view(), name="api-workspace-list"),
     path("workspaces/<uuid:pk>/", workspace_api.WorkspaceDetailView.as_view(), name="api-workspace-detail"),
+    path("workspaces/<uuid:pk>/shares/", workspace_api.WorkspaceShareListView.as_view(), name="api-workspace-shares"),
+    path(
+        "workspaces/<uuid:pk>/shares/<str:username>/",
+        workspace_api.WorkspaceShareDetailView.as_view(),
+        name="api-workspace-share-detail",
+    ),
     path(
         "workspaces/<uuid:pk>/start/",
         workspace_api.WorkspaceActionView.as_view(action_name="start"),
@@ -61,6 +67,12 @@ urlpatterns = [
     path("workspaces/<uuid:pk>/stop/", workspace_views.workspace_stop, name="workspace-stop"),
     path("workspaces/<uuid:pk>/start/", workspace_views.workspace_start, name="workspace-start"),
     path("workspaces/<uuid:pk>/delete/", workspace_views.workspace_delete, name="workspace-delete"),
+    path("workspaces/<uuid:pk>/shares/", workspace_views.workspace_share, name="workspace-share"),
+    path(
+        "workspaces/<uuid:pk>/shares/<str:username>/remove/",
+        workspace_views.workspace_unshare,
+        name="workspace-unshare",
+    ),
     path("jobs/", core_views.section("core/jobs.html"), name="job-list"),
     path("images/", catalog_views.image_list, name="image-list"),
     path("images/new/", catalog_views.image_create, name="image-create"),

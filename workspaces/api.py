@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from portal.accounts.models import Team
+from portal.accounts.models import Team, User
 from portal.audit.services import Actor
 from portal.catalog.models import Image
 from portal.core.api import StrictSerializer, no_content
@@ -82,10 +82,23 @@ def _acting(request, workspace) -> None:
         raise PermissionDenied("Only the workspace's owner can do this.")
 
 
+class ShareIn(StrictSerializer):
+    user = serializers.SlugRelatedField(slug_field="username", queryset=User.objects.filter(is_active=True))
+
+
+class ShareOut(serializers.Serializer):
+    user = serializers.CharField(source="user.username")
+    created_at = serializers.DateTimeField()
+
+
 class WorkspaceListView(APIView):
-    @extend_schema(responses=WorkspaceOut(many=True))
+    @extend_schema(
+        parameters=[OpenApiParameter("shared", bool, description="Workspaces shared with me instead of my own.")],
+        responses=WorkspaceOut(many=True),
+    )
     def get(self, request: Request) -> Response:
-        return Response(WorkspaceOut(selectors.workspace_list_for(user=request.user), many=True).data)
+        shared = request.query_params.get("shared") in ("1", "true")
+        return Response(WorkspaceOut(selectors.workspace_list_for(user=request.user, shared=shared), many=True).data)
 
     @extend_schema(request=WorkspaceIn, responses={201: WorkspaceDetailOut})
     def post(self, request: Request) -> Response:
@@ -137,3 +150,31 @@ class WorkspaceActionView(APIView):
         except IllegalTransition as conflict:
             raise Conflict(str(conflict)) from None
         return Response(_detail(_get(request, pk)))
+
+
+class WorkspaceShareListView(APIView):
+    @extend_schema(responses=ShareOut(many=True))
+    def get(self, request: Request, pk) -> Response:
+        workspace = _get(request, pk)
+        return Response(ShareOut(selectors.workspace_share_list(workspace=workspace), many=True).data)
+
+    @extend_schema(request=ShareIn, responses={201: ShareOut})
+    def post(self, request: Request, pk) -> Response:
+        workspace = _get(request, pk)
+        data = ShareIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        share = services.workspace_share(
+            workspace=workspace, user=data.validated_data["user"], by=request.user, actor=Actor.from_request(request)
+        )
+        return Response(ShareOut(share).data, status=status.HTTP_201_CREATED)
+
+
+class WorkspaceShareDetailView(APIView):
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, pk, username: str) -> Response:
+        workspace = _get(request, pk)
+        user = User.objects.filter(username=username).first()
+        if user is None:
+            raise Http404
+        services.workspace_unshare(workspace=workspace, user=user, by=request.user, actor=Actor.from_request(request))
+        return no_content()

@@ -62,3 +62,18 @@ class Workspace(Workload):
     @property
     def is_active(self) -> bool:
         return self.state in WorkspaceState.active()
+
+
+class WorkspaceShare(models.Model):
+    """A teammate the owner lets use their workspace (open it, run code in it)."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="shares")
+    user = models.ForeignKey("accounts.User", on_delete=models.CASCADE, related_name="workspace_shares")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["user__username"]
+        constraints = [models.UniqueConstraint(fields=["workspace", "user"], name="workspace_share_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.workspace} shared with {self.user}"

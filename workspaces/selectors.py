@@ -2,30 +2,40 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from portal.workloads.models import WorkloadEvent
-from workspaces.models import Workspace
+from workspaces.models import Workspace, WorkspaceShare
+
+RELATED = ("owner", "team", "image", "profile", "image_revision")
 
 
-def workspace_list_for(*, user) -> QuerySet[Workspace]:
-    """A person's own workspaces, with what the list page shows, in one query."""
-    return (
-        Workspace.objects.filter(owner=user)
-        .select_related("owner", "team", "image", "profile", "image_revision")
-        .order_by("name")
-    )
+def workspace_list_for(*, user, shared: bool = False) -> QuerySet[Workspace]:
+    """A person's own workspaces, or (shared=True) those shared with them; one query."""
+    workspaces = Workspace.objects.select_related(*RELATED)
+    if shared:
+        return workspaces.filter(shares__user=user).order_by("owner__username", "name")
+    return workspaces.filter(owner=user).order_by("name")
 
 
 def workspace_visible_to(*, user) -> QuerySet[Workspace]:
-    """Workspaces a person may see: their own (staff see all)."""
-    workspaces = Workspace.objects.select_related("owner", "team", "image", "profile", "image_revision")
-    return workspaces if user.is_staff else workspaces.filter(owner=user)
+    """Workspaces a person may see: their own and those shared with them (staff see all)."""
+    workspaces = Workspace.objects.select_related(*RELATED)
+    if user.is_staff:
+        return workspaces
+    return workspaces.filter(Q(owner=user) | Q(shares__user=user)).distinct()
 
 
 def workspace_user_may_open(*, user_id: int, workspace: Workspace) -> bool:
-    """The one check the proxy and the Open button make: may this person use the notebook?"""
-    return workspace.owner_id == user_id
+    """The one check the proxy and the Open button make: may this person use the notebook?
+    The owner, and the teammates it is shared with."""
+    if workspace.owner_id == user_id:
+        return True
+    return WorkspaceShare.objects.filter(workspace=workspace, user_id=user_id).exists()
+
+
+def workspace_share_list(*, workspace: Workspace) -> QuerySet[WorkspaceShare]:
+    return WorkspaceShare.objects.filter(workspace=workspace).select_related("user").order_by("user__username")
 
 
 def workspace_events(*, workspace: Workspace) -> QuerySet[WorkloadEvent]:

@@ -17,6 +17,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from portal.accounts.models import Membership, Team, User
+from portal.audit.models import Outcome
 from portal.audit.services import Actor, audit_record
 from portal.catalog.models import Image
 from portal.catalog.services import image_require_startable
@@ -27,7 +28,7 @@ from portal.runtime import RuntimeError_, get_backend
 from portal.runtime.base import Mount, State, WorkloadSpec
 from portal.workloads.models import WorkloadEvent
 from portal.workloads.services import workload_event_add, workload_transition
-from workspaces.models import TRANSITIONS, Workspace, WorkspaceState
+from workspaces.models import TRANSITIONS, Workspace, WorkspaceShare, WorkspaceState
 
 NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 HOME = "/home/jovyan"
@@ -155,6 +156,43 @@ def workspace_delete(*, workspace: Workspace, delete_data: bool, actor: Actor) -
             return
         _transition(locked, S.STOPPING, actor=actor, step="stopping", message="Deleting")
         _queue_stop(locked)
+
+
+def workspace_share(*, workspace: Workspace, user: User, by: User, actor: Actor) -> WorkspaceShare:
+    """Lets a teammate open and use the workspace. Only its owner may share it."""
+    details = {"user": user.username, "workspace": workspace.name}
+    _require_owner(workspace=workspace, by=by, actor=actor, action="workspace.share", details=details)
+    if user.pk == workspace.owner_id:
+        raise ValidationError({"user": "That is the workspace's owner."})
+    if not Membership.objects.filter(user=user, team=workspace.team).exists():
+        raise ValidationError({"user": f"{user.username} is not a member of {workspace.team.slug}."})
+    with transaction.atomic():
+        share, created = WorkspaceShare.objects.get_or_create(workspace=workspace, user=user)
+        if created:
+            audit_record(actor=actor, action="workspace.share", target=workspace, team=workspace.team, details=details)
+    return share
+
+
+def workspace_unshare(*, workspace: Workspace, user: User, by: User, actor: Actor) -> None:
+    """Takes access back. The proxy refuses the teammate within DOCKYARD_PROXY_AUTH_CACHE_S,
+    open WebSockets included."""
+    details = {"user": user.username, "workspace": workspace.name}
+    _require_owner(workspace=workspace, by=by, actor=actor, action="workspace.unshare", details=details)
+    with transaction.atomic():
+        deleted, _ = WorkspaceShare.objects.filter(workspace=workspace, user=user).delete()
+        if deleted:
+            audit_record(
+                actor=actor, action="workspace.unshare", target=workspace, team=workspace.team, details=details
+            )
+
+
+def _require_owner(*, workspace: Workspace, by: User, actor: Actor, action: str, details: dict) -> None:
+    if by.pk == workspace.owner_id:
+        return
+    audit_record(
+        actor=actor, action=action, target=workspace, team=workspace.team, outcome=Outcome.DENIED, details=details
+    )
+    raise PermissionDenied("Only the workspace's owner can share it.")
 
 
 def raise_conflict(workspace: Workspace, verb: str):

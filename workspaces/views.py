@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 
+from portal.accounts.models import User
 from portal.audit.services import Actor
 from portal.core.forms import form_add_validation_error
 from portal.proxy.hosts import notebook_origin
@@ -26,7 +27,10 @@ STEPS = [("admitted", "Admitted"), ("image", "Image ready"), ("container", "Cont
 
 @login_required
 def workspace_list(request: HttpRequest) -> HttpResponse:
-    context = {"workspaces": selectors.workspace_list_for(user=request.user)}
+    context = {
+        "workspaces": selectors.workspace_list_for(user=request.user),
+        "shared": selectors.workspace_list_for(user=request.user, shared=True),
+    }
     template = "workspaces/_list_rows.html" if request.headers.get("HX-Request") else "workspaces/list.html"
     return render(request, template, context)
 
@@ -69,6 +73,9 @@ def workspace_detail(request: HttpRequest, pk) -> HttpResponse:
     workspace = _workspace(request, pk)
     events = list(selectors.workspace_events(workspace=workspace))
     context = {"workspace": workspace, "events": events, "steps": _steps(workspace, events)}
+    if workspace.owner_id == request.user.pk:
+        context["shares"] = selectors.workspace_share_list(workspace=workspace)
+        context["teammates"] = workspace.team.memberships.exclude(user=request.user).select_related("user")
     if request.headers.get("HX-Request"):
         return render(request, "workspaces/_live.html", context)
     return render(request, "workspaces/detail.html", context)
@@ -118,10 +125,11 @@ def workspace_open(request: HttpRequest, pk) -> HttpResponse:
     return redirect(f"{notebook_origin(workspace.pk)}/_dockyard/ticket?{query}")
 
 
-def _act(request, pk, action) -> HttpResponse:
+def _act(request, pk, action, *, staff_may: bool = False) -> HttpResponse:
+    """Runs an owner's action (staff may also stop anything); others get 403."""
     workspace = _workspace(request, pk)
-    if workspace.owner_id != request.user.pk and not request.user.is_staff:
-        raise Http404("No such workspace.")
+    if workspace.owner_id != request.user.pk and not (staff_may and request.user.is_staff):
+        raise PermissionDenied("Only the workspace's owner can do this.")
     try:
         action(workspace)
     except services.QuotaRefused as refused:
@@ -136,7 +144,9 @@ def _act(request, pk, action) -> HttpResponse:
 @require_POST
 @login_required
 def workspace_stop(request: HttpRequest, pk) -> HttpResponse:
-    return _act(request, pk, lambda w: services.workspace_stop(workspace=w, actor=Actor.from_request(request)))
+    return _act(
+        request, pk, lambda w: services.workspace_stop(workspace=w, actor=Actor.from_request(request)), staff_may=True
+    )
 
 
 @require_POST
@@ -157,3 +167,31 @@ def workspace_delete(request: HttpRequest, pk) -> HttpResponse:
 
     _act(request, pk, delete)
     return redirect("workspace-list")
+
+
+@require_POST
+@login_required
+def workspace_share(request: HttpRequest, pk) -> HttpResponse:
+    workspace = _workspace(request, pk)
+    user = User.objects.filter(username=request.POST.get("user", ""), is_active=True).first()
+    try:
+        if user is None:
+            raise ValidationError("Choose a member of the team.")
+        services.workspace_share(workspace=workspace, user=user, by=request.user, actor=Actor.from_request(request))
+    except ValidationError as error:
+        messages.error(request, " ".join(error.messages))
+    else:
+        messages.success(request, f"{workspace.name} is shared with {user.username}.")
+    return redirect("workspace-detail", pk=pk)
+
+
+@require_POST
+@login_required
+def workspace_unshare(request: HttpRequest, pk, username: str) -> HttpResponse:
+    workspace = _workspace(request, pk)
+    user = User.objects.filter(username=username).first()
+    if user is None:
+        raise Http404("No such person.")
+    services.workspace_unshare(workspace=workspace, user=user, by=request.user, actor=Actor.from_request(request))
+    messages.success(request, f"{username} can no longer open {workspace.name}.")
+    return redirect("workspace-detail", pk=pk)

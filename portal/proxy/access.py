@@ -21,6 +21,7 @@ class Decision:
 
 
 NOT_FOUND = Decision(allowed=False)
+NOT_RUNNING_TTL_S = 0.2
 _cache: dict[tuple[int, str], tuple[float, Decision]] = {}
 
 
@@ -49,7 +50,12 @@ async def decide(*, user_id: int, workspace_id: str) -> Decision:
     if cached and cached[0] > now:
         return cached[1]
     decision = await sync_to_async(_decide, thread_sensitive=False)(user_id, workspace_id)
-    _cache[key] = (now + settings.DOCKYARD_PROXY_AUTH_CACHE_S, decision)
+    # "Allowed but not running yet" changes by itself within seconds (Jupyter coming up): it
+    # is kept only briefly, so the first request after the start gets through at once.
+    ttl = settings.DOCKYARD_PROXY_AUTH_CACHE_S
+    if decision.allowed and not decision.running:
+        ttl = min(ttl, NOT_RUNNING_TTL_S)
+    _cache[key] = (now + ttl, decision)
     if len(_cache) > 10_000:  # bound memory: drop expired entries
         for stale in [k for k, (expires, _) in _cache.items() if expires <= now]:
             _cache.pop(stale, None)

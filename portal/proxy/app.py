@@ -148,7 +148,7 @@ class NotebookProxy:
         try:
             headers = [(k.lower(), v) for k, v in response.headers.raw if k.lower() not in RESPONSE_HOP_BY_HOP]
             await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
-            scrub = _Scrubber(decision.token.encode())
+            scrub = _Scrubber(decision.token.encode() if _is_text(response.headers) else b"")
             async for chunk in response.aiter_raw():
                 await send({"type": "http.response.body", "body": scrub(chunk), "more_body": True})
             await send({"type": "http.response.body", "body": scrub.flush(), "more_body": False})
@@ -218,7 +218,7 @@ async def _upstream_to_client(upstream, send, token: str) -> None:
 async def _watch_access(user_id: int, workspace_id: str) -> None:
     """Ends the connection soon after access is withdrawn (share revoked, workspace stopped)."""
     while True:
-        await asyncio.sleep(settings.DOCKYARD_PROXY_AUTH_CACHE_S)
+        await asyncio.sleep(max(settings.DOCKYARD_PROXY_AUTH_CACHE_S, 0.5))
         decision = await access.decide(user_id=user_id, workspace_id=workspace_id)
         if not decision.allowed or not decision.running:
             return
@@ -245,6 +245,13 @@ class _Scrubber:
     def flush(self) -> bytes:
         tail, self.tail = self.tail, b""
         return tail
+
+
+def _is_text(headers) -> bool:
+    """Responses a page could show or script could read: these are scrubbed of the token.
+    Downloads of binary files stream through untouched."""
+    kind = headers.get("content-type", "").split(";")[0].strip().lower()
+    return not kind or kind.startswith("text/") or kind.endswith(("json", "javascript", "xml"))
 
 
 async def _body(receive):
