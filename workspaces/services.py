@@ -27,7 +27,7 @@ from portal.quotas.values import AdmissionRequest, Refusal, Resources, WorkloadR
 from portal.runtime import RuntimeError_, get_backend
 from portal.runtime.base import Mount, State, WorkloadSpec
 from portal.workloads.models import WorkloadEvent
-from portal.workloads.services import workload_event_add, workload_transition
+from portal.workloads.services import IllegalTransition, workload_event_add, workload_transition
 from workspaces.models import TRANSITIONS, Workspace, WorkspaceShare, WorkspaceState
 
 NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -196,8 +196,6 @@ def _require_owner(*, workspace: Workspace, by: User, actor: Actor, action: str,
 
 
 def raise_conflict(workspace: Workspace, verb: str):
-    from portal.workloads.services import IllegalTransition
-
     raise IllegalTransition(workspace, {"start": S.PENDING, "stop": S.STOPPING}.get(verb, verb))
 
 
