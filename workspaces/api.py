@@ -39,16 +39,26 @@ class WorkspaceOut(serializers.ModelSerializer):
     image = serializers.CharField(source="image.slug")
     profile = serializers.CharField(source="profile.slug")
     url = serializers.SerializerMethodField()
+    queue_position = serializers.SerializerMethodField(help_text="Place in the queue while waiting (1 = next).")
+    estimated_start = serializers.SerializerMethodField(help_text="Rough start time while waiting, if known.")
 
     class Meta:
         model = Workspace
         fields = [
             "id", "name", "owner", "team", "image", "image_digest", "profile", "cpus", "memory_gib", "gpus",
-            "state", "url", "error_step", "error_message", "created_at", "started_at", "stopped_at",
+            "state", "url", "queue_position", "estimated_start", "error_step", "error_message", "created_at",
+            "started_at", "stopped_at",
         ]  # fmt: skip
 
     def get_url(self, workspace: Workspace) -> str:
         return notebook_origin(workspace.pk) + "/lab"
+
+    def get_queue_position(self, workspace: Workspace) -> int | None:
+        return self.context.get("positions", {}).get(workspace.pk)
+
+    def get_estimated_start(self, workspace: Workspace) -> str | None:
+        moment = self.context.get("estimates", {}).get(workspace.pk)
+        return moment.isoformat() if moment else None
 
 
 class WorkspaceDetailOut(WorkspaceOut):
@@ -63,11 +73,17 @@ class WorkspaceIn(StrictSerializer):
     image = serializers.SlugRelatedField(slug_field="slug", queryset=Image.objects.all())
     profile = serializers.SlugRelatedField(slug_field="slug", queryset=ResourceProfile.objects.filter(is_active=True))
     team = serializers.SlugRelatedField(slug_field="slug", queryset=Team.objects.all())
+    wait = serializers.BooleanField(default=False, help_text="Wait in the queue if it does not fit now.")
+
+
+def _queue_context(workspaces) -> dict:
+    positions = selectors.workspace_queue_positions(workspaces=workspaces)
+    return {"positions": positions, "estimates": selectors.workspace_estimated_starts(positions=positions)}
 
 
 def _detail(workspace: Workspace) -> dict:
     workspace.event_list = list(selectors.workspace_events(workspace=workspace))
-    return WorkspaceDetailOut(workspace).data
+    return WorkspaceDetailOut(workspace, context=_queue_context([workspace])).data
 
 
 def _get(request, pk) -> Workspace:
@@ -98,7 +114,8 @@ class WorkspaceListView(APIView):
     )
     def get(self, request: Request) -> Response:
         shared = request.query_params.get("shared") in ("1", "true")
-        return Response(WorkspaceOut(selectors.workspace_list_for(user=request.user, shared=shared), many=True).data)
+        workspaces = list(selectors.workspace_list_for(user=request.user, shared=shared))
+        return Response(WorkspaceOut(workspaces, many=True, context=_queue_context(workspaces)).data)
 
     @extend_schema(request=WorkspaceIn, responses={201: WorkspaceDetailOut})
     def post(self, request: Request) -> Response:

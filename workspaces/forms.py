@@ -42,6 +42,9 @@ class WorkspaceForm(forms.Form):
     profile = forms.ModelChoiceField(
         queryset=ResourceProfile.objects.filter(is_active=True), to_field_name="slug", widget=forms.RadioSelect
     )
+    wait = forms.BooleanField(
+        required=False, label="Wait for capacity", help_text="If it does not fit now, queue it and start it by itself."
+    )
 
     def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)

@@ -40,3 +40,46 @@ def workspace_share_list(*, workspace: Workspace) -> QuerySet[WorkspaceShare]:
 
 def workspace_events(*, workspace: Workspace) -> QuerySet[WorkloadEvent]:
     return WorkloadEvent.objects.filter(kind=Workspace.KIND, uid=workspace.pk).order_by("id")
+
+
+def workspace_queue_positions(*, workspaces) -> dict:
+    """Place in the admission queue of each waiting workspace (1 = next), in one query.
+
+    The queue is ordered by priority, then fair share between teams, then age; this counts
+    the waiting requests ahead by priority and age, so it is a guide, not a promise.
+    """
+    waiting = [w.pk for w in workspaces if w.state == "queued"]
+    if not waiting:
+        return {}
+    from portal.quotas.models import QueuedRequest, QueueState
+
+    entries = list(
+        QueuedRequest.objects.filter(state=QueueState.WAITING).order_by("-priority", "enqueued_at")
+        .values_list("workload_uid", flat=True)
+    )  # fmt: skip
+    return {uid: entries.index(uid) + 1 for uid in waiting if uid in entries}
+
+
+def workspace_estimated_starts(*, positions: dict) -> dict:
+    """A rough start time for each waiting workspace: its place in the queue times how long
+    workspaces have typically run lately (median of the last 200 that ended). None without
+    history."""
+    if not positions:
+        return {}
+    import statistics
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from portal.quotas.models import Allocation
+
+    spans = list(
+        Allocation.objects.filter(workload_kind="workspace", closed_at__isnull=False)
+        .order_by("-closed_at")
+        .values_list("opened_at", "closed_at")[:200]
+    )
+    if not spans:
+        return dict.fromkeys(positions)
+    typical = statistics.median((closed - opened).total_seconds() for opened, closed in spans)
+    now = timezone.now()
+    return {uid: now + timedelta(seconds=typical * position) for uid, position in positions.items()}

@@ -23,6 +23,7 @@ from portal.catalog.models import Image
 from portal.catalog.services import image_require_startable
 from portal.quotas.models import Allocation, ResourceProfile
 from portal.quotas.services.admission import admit, release
+from portal.quotas.services.queue import queue_cancel, queue_enqueue
 from portal.quotas.values import AdmissionRequest, Refusal, Resources, WorkloadRef
 from portal.runtime import RuntimeError_, get_backend
 from portal.runtime.base import Mount, State, WorkloadSpec
@@ -51,9 +52,13 @@ def _transition(workspace: Workspace, to: str, **kwargs) -> Workspace:
 
 
 def workspace_create(
-    *, owner: User, team: Team, name: str, image: Image, profile: ResourceProfile, actor: Actor
+    *, owner: User, team: Team, name: str, image: Image, profile: ResourceProfile, actor: Actor, wait: bool = False
 ) -> Workspace:
-    """Admits and creates a workspace, then queues its start. Refusals are audited, nothing made."""
+    """Admits and creates a workspace, then queues its start. Refusals are audited, nothing made.
+
+    With `wait`, a workspace that does not fit now is created `queued` and waits its turn in
+    the admission queue instead; it starts by itself once a pass admits it.
+    """
     _require_member(owner, team)
     name = _clean_name(owner, name)
     revision = image_require_startable(image=image)
@@ -64,7 +69,15 @@ def workspace_create(
     if not profile.is_active:
         raise ValidationError({"profile": f"The profile {profile.slug} is not offered any more."})
     uid = uuid.uuid4()
-    allocation = _admit(uid=uid, owner=owner, team=team, profile=profile, actor=actor)
+    try:
+        allocation = _admit(uid=uid, owner=owner, team=team, profile=profile, actor=actor)
+    except QuotaRefused as refused:
+        if not wait:
+            raise
+        return _create_waiting(
+            uid=uid, owner=owner, team=team, name=name, image=image, revision=revision, profile=profile,
+            refusal=refused.refusal, actor=actor,
+        )  # fmt: skip
     try:
         with transaction.atomic():
             workspace = Workspace.objects.create(
@@ -98,6 +111,45 @@ def workspace_create(
     return workspace
 
 
+def _create_waiting(*, uid, owner, team, name, image, revision, profile, refusal: Refusal, actor: Actor) -> Workspace:
+    with transaction.atomic():
+        workspace = Workspace.objects.create(
+            id=uid, owner=owner, team=team, name=name, image=image, image_revision=revision,
+            image_digest=revision.digest, profile=profile, cpus=profile.cpus, memory_gib=profile.memory_gib,
+            gpus=profile.gpus, state=S.QUEUED, jupyter_token=secrets.token_hex(32),
+        )  # fmt: skip
+        queue_enqueue(request=_request(uid=uid, owner=owner, team=team, profile=profile), actor=actor)
+        workload_event_add(workload=workspace, step="queued", message=f"Waiting for capacity: {refusal.message}")
+        audit_record(
+            actor=actor,
+            action="workspace.create",
+            target=workspace,
+            team=team,
+            details={"name": name, "image": image.slug, "profile": profile.slug, "waiting": refusal.message},
+        )
+    return workspace
+
+
+def workspaces_admitted(admitted: list[tuple[WorkloadRef, int]]) -> None:
+    """Called after an admission pass admitted waiting workspaces: each goes on to start."""
+    for workload, allocation_id in admitted:
+        workspace = Workspace.objects.filter(pk=workload.uid, state=S.QUEUED).first()
+        if workspace is None:
+            continue  # cancelled meanwhile; release gives the capacity back
+        allocation = Allocation.objects.get(pk=allocation_id)
+        workspace = _transition(
+            workspace,
+            S.PENDING,
+            actor=Actor.system(),
+            step="admitted",
+            message=_admitted_message(workspace),
+            action="workspace.start",
+            audit_details={"after_waiting": True},
+            fields={"gpu_device_ids": _device_ids(allocation)},
+        )
+        _queue_start(workspace)
+
+
 def workspace_start(*, workspace: Workspace, actor: Actor) -> Workspace:
     """Starts a stopped or failed workspace again, with the same image revision and home."""
     if workspace.state not in (S.STOPPED, S.FAILED):
@@ -120,6 +172,12 @@ def workspace_start(*, workspace: Workspace, actor: Actor) -> Workspace:
 def workspace_stop(*, workspace: Workspace, actor: Actor, reason: str = "") -> Workspace:
     if workspace.state == S.STOPPING:
         return workspace
+    if workspace.state == S.QUEUED:
+        with transaction.atomic():
+            queue_cancel(workload=WorkloadRef(kind=Workspace.KIND, uid=workspace.pk), actor=actor)
+            return _transition(
+                workspace, S.STOPPED, actor=actor, step="stopped", message="Stopped waiting", action="workspace.stop"
+            )
     if workspace.state not in (S.PENDING, S.STARTING, S.RUNNING, S.FAILED):
         raise_conflict(workspace, "stop")
     workspace = _transition(
@@ -215,15 +273,18 @@ def _clean_name(owner: User, name: str) -> str:
     return name
 
 
-def _admit(*, uid, owner: User, team: Team, profile: ResourceProfile, actor: Actor) -> Allocation:
-    request = AdmissionRequest(
+def _request(*, uid, owner: User, team: Team, profile: ResourceProfile) -> AdmissionRequest:
+    return AdmissionRequest(
         workload=WorkloadRef(kind=Workspace.KIND, uid=uid),
         team=team,
         user=owner,
         resources=Resources.of_profile(profile),
         profile=profile,
     )
-    outcome = admit(request=request, actor=actor)
+
+
+def _admit(*, uid, owner: User, team: Team, profile: ResourceProfile, actor: Actor) -> Allocation:
+    outcome = admit(request=_request(uid=uid, owner=owner, team=team, profile=profile), actor=actor)
     if isinstance(outcome, Refusal):
         raise QuotaRefused(outcome)
     return outcome

@@ -50,6 +50,7 @@ def workspace_create(request: HttpRequest) -> HttpResponse:
                 image=form.cleaned_data["image"],
                 profile=form.cleaned_data["profile"],
                 actor=Actor.from_request(request),
+                wait=form.cleaned_data["wait"],
             )
         except services.QuotaRefused as refused:
             form.add_error("profile", str(refused))
@@ -72,7 +73,14 @@ def _workspace(request, pk) -> Workspace:
 def workspace_detail(request: HttpRequest, pk) -> HttpResponse:
     workspace = _workspace(request, pk)
     events = list(selectors.workspace_events(workspace=workspace))
-    context = {"workspace": workspace, "events": events, "steps": _steps(workspace, events)}
+    positions = selectors.workspace_queue_positions(workspaces=[workspace])
+    context = {
+        "workspace": workspace,
+        "events": events,
+        "steps": _steps(workspace, events),
+        "queue_position": positions.get(workspace.pk),
+        "estimated_start": selectors.workspace_estimated_starts(positions=positions).get(workspace.pk),
+    }
     if workspace.owner_id == request.user.pk:
         context["shares"] = selectors.workspace_share_list(workspace=workspace)
         context["teammates"] = workspace.team.memberships.exclude(user=request.user).select_related("user")
