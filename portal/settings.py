@@ -187,6 +187,12 @@ DOCKYARD_NOTEBOOK_COOKIE_AGE_S = env.int("DOCKYARD_NOTEBOOK_COOKIE_AGE_S", defau
 # The proxy caches "may this person use this workspace" for at most this long (seconds).
 DOCKYARD_PROXY_AUTH_CACHE_S = env.float("DOCKYARD_PROXY_AUTH_CACHE_S", default=5.0)
 
+# Beat looks at every running workspace's activity this often (seconds) to stop idle ones;
+# the owner is warned DOCKYARD_CULL_WARNING_S before.
+DOCKYARD_CULL_INTERVAL_S = env.float("DOCKYARD_CULL_INTERVAL_S", default=60.0)
+DOCKYARD_CULL_WARNING_S = env.int("DOCKYARD_CULL_WARNING_S", default=600)
+CELERY_BEAT_SCHEDULE["workspaces.cull"] = {"task": "workspaces.cull", "schedule": DOCKYARD_CULL_INTERVAL_S}
+
 # --- Image builds -------------------------------------------------------------------------
 
 # The local base image catalog builds start from (made by scripts/build-base-image.sh).

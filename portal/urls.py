@@ -22,6 +22,7 @@ api_v1 = [
     path("workspaces/", workspace_api.WorkspaceListView.as_view(), name="api-workspace-list"),
     path("workspaces/<uuid:pk>/", workspace_api.WorkspaceDetailView.as_view(), name="api-workspace-detail"),
     path("workspaces/<uuid:pk>/shares/", workspace_api.WorkspaceShareListView.as_view(), name="api-workspace-shares"),
+    path("workspaces/policies/<slug:team>/", workspace_api.WorkspacePolicyView.as_view(), name="api-workspace-policy"),
     path(
         "workspaces/<uuid:pk>/shares/<str:username>/",
         workspace_api.WorkspaceShareDetailView.as_view(),

@@ -46,7 +46,8 @@ class WorkspaceOut(serializers.ModelSerializer):
         model = Workspace
         fields = [
             "id", "name", "owner", "team", "image", "image_digest", "profile", "cpus", "memory_gib", "gpus",
-            "state", "url", "queue_position", "estimated_start", "error_step", "error_message", "created_at",
+            "state", "url", "queue_position", "estimated_start", "cull_at", "cull_explanation", "error_step",
+            "error_message", "created_at",
             "started_at", "stopped_at",
         ]  # fmt: skip
 
@@ -195,3 +196,56 @@ class WorkspaceShareDetailView(APIView):
             raise Http404
         services.workspace_unshare(workspace=workspace, user=user, by=request.user, actor=Actor.from_request(request))
         return no_content()
+
+
+class PolicyIn(StrictSerializer):
+    idle_timeout_minutes = serializers.IntegerField(min_value=1, max_value=60 * 24 * 30, required=False)
+    gpu_idle_timeout_minutes = serializers.IntegerField(min_value=1, max_value=60 * 24 * 30, required=False)
+    max_lifetime_hours = serializers.IntegerField(min_value=1, max_value=24 * 365, required=False, allow_null=True)
+
+
+class PolicyOut(serializers.Serializer):
+    team = serializers.CharField(source="team.slug")
+    idle_timeout_minutes = serializers.SerializerMethodField()
+    gpu_idle_timeout_minutes = serializers.SerializerMethodField()
+    max_lifetime_hours = serializers.SerializerMethodField()
+
+    def get_idle_timeout_minutes(self, policy) -> int:
+        return policy.idle_timeout_s // 60
+
+    def get_gpu_idle_timeout_minutes(self, policy) -> int:
+        return policy.gpu_idle_timeout_s // 60
+
+    def get_max_lifetime_hours(self, policy) -> int | None:
+        return policy.max_lifetime_s // 3600 if policy.max_lifetime_s else None
+
+
+class WorkspacePolicyView(APIView):
+    """A team's culling policy: idle and GPU-idle timeouts, maximum lifetime."""
+
+    @extend_schema(responses=PolicyOut)
+    def get(self, request: Request, team: str) -> Response:
+        from portal.accounts.permissions import team_visible_or_404
+        from workspaces.models import WorkspacePolicy
+
+        found = team_visible_or_404(user=request.user, slug=team)
+        policy = WorkspacePolicy.objects.filter(team=found).first() or WorkspacePolicy(team=found)
+        return Response(PolicyOut(policy).data)
+
+    @extend_schema(request=PolicyIn, responses=PolicyOut)
+    def put(self, request: Request, team: str) -> Response:
+        from portal.accounts.permissions import team_visible_or_404
+
+        found = team_visible_or_404(user=request.user, slug=team)
+        data = PolicyIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        units = {"idle_timeout_minutes": ("idle_timeout_s", 60), "gpu_idle_timeout_minutes": ("gpu_idle_timeout_s", 60),
+                 "max_lifetime_hours": ("max_lifetime_s", 3600)}  # fmt: skip
+        changes = {
+            units[key][0]: (value * units[key][1] if value is not None else None)
+            for key, value in data.validated_data.items()
+        }
+        policy = services.workspace_policy_set(
+            team=found, changes=changes, by=request.user, actor=Actor.from_request(request)
+        )
+        return Response(PolicyOut(policy).data)

@@ -48,6 +48,9 @@ class Workspace(Workload):
     jupyter_token = models.CharField(max_length=64, editable=False)
     endpoint = models.CharField(max_length=100, blank=True, help_text="host:port of Jupyter, set when running.")
     ready_deadline = models.DateTimeField(null=True, blank=True)
+    cull_at = models.DateTimeField(null=True, blank=True, help_text="When it stops if nothing changes.")
+    cull_explanation = models.CharField(max_length=200, blank=True)
+    gpu_idle_since = models.DateTimeField(null=True, blank=True)
     delete_requested = models.BooleanField(default=False)
     delete_data = models.BooleanField(default=False)
 
@@ -77,3 +80,18 @@ class WorkspaceShare(models.Model):
 
     def __str__(self) -> str:
         return f"{self.workspace} shared with {self.user}"
+
+
+class WorkspacePolicy(models.Model):
+    """How long a team's workspaces may sit idle (or run at all) before Dockyard stops them.
+
+    Staff and the team's admins change it. Teams without a row get the defaults.
+    """
+
+    team = models.OneToOneField("accounts.Team", on_delete=models.CASCADE, related_name="workspace_policy")
+    idle_timeout_s = models.PositiveIntegerField(default=3600, help_text="No busy kernel, no activity, no tab open.")
+    gpu_idle_timeout_s = models.PositiveIntegerField(default=1800, help_text="GPUs at 0% (even with a tab open).")
+    max_lifetime_s = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: no maximum.")
+
+    def __str__(self) -> str:
+        return f"workspace policy of {self.team}"

@@ -61,9 +61,10 @@ def workspace_queue_positions(*, workspaces) -> dict:
 
 
 def workspace_estimated_starts(*, positions: dict) -> dict:
-    """A rough start time for each waiting workspace: its place in the queue times how long
-    workspaces have typically run lately (median of the last 200 that ended). None without
-    history."""
+    """A rough start time for each waiting workspace: the k-th in the queue starts when the
+    k-th running workspace is expected to end, by its cull deadline if it has one, else by
+    how long workspaces have typically run lately (median of the last 200 that ended).
+    None where there is nothing to go by."""
     if not positions:
         return {}
     import statistics
@@ -78,8 +79,13 @@ def workspace_estimated_starts(*, positions: dict) -> dict:
         .order_by("-closed_at")
         .values_list("opened_at", "closed_at")[:200]
     )
-    if not spans:
-        return dict.fromkeys(positions)
-    typical = statistics.median((closed - opened).total_seconds() for opened, closed in spans)
+    typical = statistics.median((end - start).total_seconds() for start, end in spans) if spans else None
     now = timezone.now()
-    return {uid: now + timedelta(seconds=typical * position) for uid, position in positions.items()}
+    ends = []
+    for started_at, cull_at in Workspace.objects.filter(state="running").values_list("started_at", "cull_at"):
+        if cull_at is not None:
+            ends.append(cull_at)
+        elif typical is not None and started_at is not None:
+            ends.append(max(now, started_at + timedelta(seconds=typical)))
+    ends.sort()
+    return {uid: ends[position - 1] if position <= len(ends) else None for uid, position in positions.items()}

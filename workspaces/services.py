@@ -26,10 +26,11 @@ from portal.quotas.services.admission import admit, release
 from portal.quotas.services.queue import queue_cancel, queue_enqueue
 from portal.quotas.values import AdmissionRequest, Refusal, Resources, WorkloadRef
 from portal.runtime import RuntimeError_, get_backend
-from portal.runtime.base import Mount, State, WorkloadSpec
+from portal.runtime.base import Endpoint, Mount, State, WorkloadSpec
 from portal.workloads.models import WorkloadEvent
 from portal.workloads.services import IllegalTransition, workload_event_add, workload_transition
-from workspaces.models import TRANSITIONS, Workspace, WorkspaceShare, WorkspaceState
+from workspaces.culling import CullDecision, Policy, cull_decide
+from workspaces.models import TRANSITIONS, Workspace, WorkspacePolicy, WorkspaceShare, WorkspaceState
 
 NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 HOME = "/home/jovyan"
@@ -169,7 +170,9 @@ def workspace_start(*, workspace: Workspace, actor: Actor) -> Workspace:
     return workspace
 
 
-def workspace_stop(*, workspace: Workspace, actor: Actor, reason: str = "") -> Workspace:
+def workspace_stop(
+    *, workspace: Workspace, actor: Actor, reason: str = "", action: str = "workspace.stop"
+) -> Workspace:
     if workspace.state == S.STOPPING:
         return workspace
     if workspace.state == S.QUEUED:
@@ -186,7 +189,7 @@ def workspace_stop(*, workspace: Workspace, actor: Actor, reason: str = "") -> W
         actor=actor,
         step="stopping",
         message=reason or "Stopping",
-        action="workspace.stop",
+        action=action,
         fields={"endpoint": ""},
         audit_details={"reason": reason} if reason else None,
     )
@@ -467,8 +470,8 @@ def workspace_run_stop(*, workspace_id: str) -> None:
                 S.STOPPED,
                 actor=Actor.system(),
                 step="stopped",
-                message="Stopped; your files are kept",
-                fields={"stopped_at": timezone.now(), "endpoint": ""},
+                message=f"{_stop_reason(workspace)}; your files are kept",
+                fields={"stopped_at": timezone.now(), "endpoint": "", "cull_at": None, "gpu_idle_since": None},
             )
         if workspace.delete_requested and workspace.state in (S.STOPPED, S.FAILED, S.QUEUED):
             audit_record(
@@ -483,6 +486,15 @@ def workspace_run_stop(*, workspace_id: str) -> None:
             Workspace.objects.filter(pk=workspace.pk).delete()
 
 
+def _stop_reason(workspace: Workspace) -> str:
+    """What the stop event said (e.g. "stopped: idle for 60 min"), for the final event."""
+    from portal.workloads.models import WorkloadEvent
+
+    last = WorkloadEvent.objects.filter(kind=Workspace.KIND, uid=workspace.pk, step="stopping").order_by("-id").first()
+    message = last.message if last else ""
+    return message if message.startswith("stopped:") else "Stopped"
+
+
 def workspace_record_open(*, workspace: Workspace, user: User, ip: str | None) -> None:
     """A ticket was used to open the workspace in a browser."""
     audit_record(
@@ -492,3 +504,57 @@ def workspace_record_open(*, workspace: Workspace, user: User, ip: str | None) -
         team=workspace.team,
         details={"name": workspace.name},
     )
+
+
+# --- Culling ----------------------------------------------------------------------------------------
+
+
+def workspace_policy_for(*, team: Team) -> Policy:
+    row = WorkspacePolicy.objects.filter(team=team).first() or WorkspacePolicy(team=team)
+    return Policy(row.idle_timeout_s, row.gpu_idle_timeout_s, row.max_lifetime_s)
+
+
+def workspace_cull_check(*, workspace_id, now=None, gpu_reader=None) -> CullDecision | None:
+    """Looks at one running workspace: records when it will stop and why, and stops it when
+    that time has come (audited as workspace.cull with the reason)."""
+    from portal.runtime import gpus
+    from workspaces.jupyter import jupyter_activity
+
+    workspace = Workspace.objects.select_related("team").filter(pk=workspace_id, state=S.RUNNING).first()
+    if workspace is None or not workspace.endpoint:
+        return None
+    now = now or timezone.now()
+    host, _, port = workspace.endpoint.rpartition(":")
+    activity = jupyter_activity(endpoint=Endpoint(host=host, port=int(port)), token=workspace.jupyter_token)
+    reader = gpu_reader or gpus.utilisation
+    utilisation = reader(list(workspace.gpu_device_ids)) if workspace.gpu_device_ids else None
+    decision = cull_decide(
+        now=now,
+        started_at=workspace.started_at or workspace.created_at,
+        activity=activity,
+        gpu_utilisation=utilisation,
+        gpu_idle_since=workspace.gpu_idle_since,
+        policy=workspace_policy_for(team=workspace.team),
+    )
+    Workspace.objects.filter(pk=workspace.pk, state=S.RUNNING).update(
+        cull_at=decision.cull_at, cull_explanation=decision.explanation, gpu_idle_since=decision.gpu_idle_since
+    )
+    if decision.cull_now:
+        workspace_stop(workspace=workspace, actor=Actor.system(), reason=decision.reason, action="workspace.cull")
+    return decision
+
+
+def workspace_policy_set(*, team: Team, changes: dict, by: User, actor: Actor) -> WorkspacePolicy:
+    """Staff, and the team's admins, set how long its workspaces may idle or live."""
+    from portal.accounts.services import user_can_manage_team
+
+    if not user_can_manage_team(user=by, team=team):
+        audit_record(actor=actor, action="workspace.policy_update", team=team, outcome=Outcome.DENIED, details=changes)
+        raise PermissionDenied(f"Only team admins of {team.slug} can change its workspace policy.")
+    with transaction.atomic():
+        policy, _ = WorkspacePolicy.objects.select_for_update().get_or_create(team=team)
+        for key, value in changes.items():
+            setattr(policy, key, value)
+        policy.save()
+        audit_record(actor=actor, action="workspace.policy_update", target=policy, team=team, details=changes)
+    return policy

@@ -44,3 +44,16 @@ def ready_task(workspace_id: str) -> None:
 )
 def stop_task(workspace_id: str) -> None:
     services.workspace_run_stop(workspace_id=workspace_id)
+
+
+@shared_task(name="workspaces.cull", acks_late=True)
+def cull_task() -> int:
+    """Looks at every running workspace (beat, every DOCKYARD_CULL_INTERVAL_S); returns how
+    many it stopped. Safe to run twice: a stopped workspace is no longer looked at."""
+    from workspaces.models import Workspace, WorkspaceState
+
+    stopped = 0
+    for workspace_id in Workspace.objects.filter(state=WorkspaceState.RUNNING).values_list("pk", flat=True):
+        decision = services.workspace_cull_check(workspace_id=workspace_id)
+        stopped += bool(decision and decision.cull_now)
+    return stopped

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 
@@ -80,6 +84,7 @@ def workspace_detail(request: HttpRequest, pk) -> HttpResponse:
         "steps": _steps(workspace, events),
         "queue_position": positions.get(workspace.pk),
         "estimated_start": selectors.workspace_estimated_starts(positions=positions).get(workspace.pk),
+        "cull_warning_from": timezone.now() + timedelta(seconds=settings.DOCKYARD_CULL_WARNING_S),
     }
     if workspace.owner_id == request.user.pk:
         context["shares"] = selectors.workspace_share_list(workspace=workspace)

@@ -106,3 +106,18 @@ def test_workspace_list_costs_a_fixed_number_of_queries(
             client.post("/api/v1/workspaces/", body(name=f"lab{n}"), format="json")
     with django_assert_num_queries(1):
         assert len(client.get("/api/v1/workspaces/").json()) == 4
+
+
+def test_team_admins_set_their_teams_culling_policy_and_members_cannot(api, alice, bob):
+    response = api(alice).put(
+        "/api/v1/workspaces/policies/demo/", {"idle_timeout_minutes": 30, "max_lifetime_hours": 8}, format="json"
+    )
+    assert response.status_code == 200
+    assert response.json() == {
+        "team": "demo", "idle_timeout_minutes": 30, "gpu_idle_timeout_minutes": 30, "max_lifetime_hours": 8,
+    }  # fmt: skip
+
+    refused = api(bob).put("/api/v1/workspaces/policies/demo/", {"idle_timeout_minutes": 999}, format="json")
+    assert refused.status_code == 403
+    assert api(bob).get("/api/v1/workspaces/policies/demo/").json()["idle_timeout_minutes"] == 30
+    assert AuditEvent.objects.filter(action="workspace.policy_update", outcome="denied", actor_name="bob").exists()

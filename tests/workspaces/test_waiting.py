@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 
 from portal.audit.models import AuditEvent
 from portal.quotas.models import TeamQuota
 from tests.workspaces.conftest import wait_state
+from workspaces.models import Workspace
 
 pytestmark = [pytest.mark.docker]
 
@@ -26,6 +30,11 @@ def test_a_waiting_workspace_starts_by_itself_when_the_first_one_stops(portal, p
     second = waiting.json()
     assert (second["state"], second["queue_position"]) == ("queued", 1)
     assert AuditEvent.objects.filter(action="quota.enqueue").count() == 1
+    assert second["estimated_start"] is None  # nothing to go by yet
+
+    Workspace.objects.filter(pk=first["id"]).update(cull_at=timezone.now() + timedelta(minutes=42))
+    estimate = api.get(f"/api/v1/workspaces/{second['id']}/").json()["estimated_start"]
+    assert estimate == Workspace.objects.get(pk=first["id"]).cull_at.isoformat()
 
     assert api.post(f"/api/v1/workspaces/{first['id']}/stop/").status_code == 200
     started = wait_state(portal, people["tokens"]["alice"], second["id"], "running", timeout=120)
