@@ -6,6 +6,7 @@ from celery import shared_task
 from django.conf import settings
 
 from portal.runtime import RuntimeError_
+from portal.workloads.services import IllegalTransition
 from workspaces import services
 
 # Engine errors (unreachable, timeouts) are retried with growing delays, this many times.
@@ -54,6 +55,9 @@ def cull_task() -> int:
 
     stopped = 0
     for workspace_id in Workspace.objects.filter(state=WorkspaceState.RUNNING).values_list("pk", flat=True):
-        decision = services.workspace_cull_check(workspace_id=workspace_id)
+        try:
+            decision = services.workspace_cull_check(workspace_id=workspace_id)
+        except IllegalTransition:
+            continue  # stopped or failed meanwhile by someone else: nothing to cull
         stopped += bool(decision and decision.cull_now)
     return stopped
