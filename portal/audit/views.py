@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import wraps
 
-from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
@@ -14,24 +11,12 @@ from django.views.decorators.http import require_GET
 
 from portal.audit import exports, selectors
 from portal.audit.forms import FILTER_FIELDS, AuditFilterForm
-
-
-def staff_only(view: Callable) -> Callable:
-    """Signed-in people who are not staff get 403 (as on the admin pages); others sign in."""
-
-    @wraps(view)
-    @login_required
-    def guarded(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        if not request.user.is_staff:
-            raise PermissionDenied("The audit log is for platform admins.")
-        return view(request, *args, **kwargs)
-
-    return guarded
+from portal.core.permissions import staff_required
 
 
 @require_GET
 @never_cache
-@staff_only
+@staff_required
 def event_list(request: HttpRequest) -> HttpResponse:
     form = AuditFilterForm(request.GET)
     context = {"form": form, "filter_query": _filter_query(request), "page": None}
@@ -47,13 +32,13 @@ def event_list(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-@staff_only
+@staff_required
 def event_export_csv(request: HttpRequest) -> HttpResponse:
     return _export(request, exports.csv_chunks, extension="csv", content_type="text/csv; charset=utf-8")
 
 
 @require_GET
-@staff_only
+@staff_required
 def event_export_jsonl(request: HttpRequest) -> HttpResponse:
     return _export(request, exports.jsonl_chunks, extension="jsonl", content_type="application/x-ndjson")
 
