@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
+from portal.accounts.models import token_digest
 from portal.accounts.services import token_authenticate
 
 
@@ -65,11 +66,27 @@ async def decide(*, user_id: int, workspace_id: str) -> Decision:
 def forget() -> None:
     """Drops every cached decision (tests, and after a change that must apply at once)."""
     _cache.clear()
+    _token_cache.clear()
+
+
+_token_cache: dict[str, tuple[float, int | None]] = {}
 
 
 async def user_id_for_token(raw: str) -> int | None:
+    """The person behind an API token, cached like access decisions (a revoked token stops
+    working within DOCKYARD_PROXY_AUTH_CACHE_S), so a script's every request is not a query."""
+    key = token_digest(raw)
+    now = time.monotonic()
+    cached = _token_cache.get(key)
+    if cached and cached[0] > now:
+        return cached[1]
     token = await sync_to_async(token_authenticate, thread_sensitive=False)(raw=raw)
-    return token.user_id if token else None
+    user_id = token.user_id if token else None
+    _token_cache[key] = (now + settings.DOCKYARD_PROXY_AUTH_CACHE_S, user_id)
+    if len(_token_cache) > 10_000:
+        for stale in [k for k, (expires, _) in _token_cache.items() if expires <= now]:
+            _token_cache.pop(stale, None)
+    return user_id
 
 
 async def record_open(*, workspace_id: str, user_id: int, ip: str | None) -> bool:
