@@ -7,9 +7,12 @@ DOCKYARD_HTTPS=1 (`manage.py check --deploy` is then clean).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import environ
+
+from portal.core.logs import configure_structlog, logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
@@ -17,6 +20,13 @@ environ.Env.read_env(BASE_DIR / ".env")
 
 # Run-time files of the embedded default: SQLite database, filesystem broker, cache.
 VAR_DIR = Path(env.str("DOCKYARD_VAR_DIR", default=str(BASE_DIR / "var")))
+
+# Prometheus counters of web, worker and beat meet in this folder (read before any metric is
+# made, so it is set here); `make run` clears it at start-up.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(VAR_DIR / "metrics"))
+Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
+# With a token, /metrics needs `Authorization: Bearer <token>`; without, only this machine and staff.
+DOCKYARD_METRICS_TOKEN = env.str("DOCKYARD_METRICS_TOKEN", default="")
 
 DEBUG = env.bool("DJANGO_DEBUG", default=True)
 SECRET_KEY = env.str("SECRET_KEY", default="dev-only-insecure-key-change-me" if DEBUG else environ.Env.NOTSET)
@@ -32,6 +42,7 @@ INSTALLED_APPS = [
     "portal.core",
     "portal.workloads",
     "workspaces",
+    "jobs",
     "portal.quotas",
     "portal.core.admin_config.DockyardAdminConfig",
     "django.contrib.auth",
@@ -44,9 +55,12 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "csp",
+    "django_prometheus",
 ]
 
 MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "portal.core.logs.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -57,6 +71,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
     "portal.accounts.middleware.ActiveTeamMiddleware",
+    "portal.core.logs.UserContextMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -135,8 +151,17 @@ CELERY_BROKER_TRANSPORT_OPTIONS = (
 )
 CELERY_TASK_DEFAULT_QUEUE = "default"
 # Builds run for minutes: their own queue, so they never hold up starts and stops.
-CELERY_TASK_ROUTES = {"catalog.build_image": {"queue": "builds"}, "workspaces.*": {"queue": "runtime"}}
+CELERY_TASK_ROUTES = {
+    "catalog.build_image": {"queue": "builds"},
+    "workspaces.*": {"queue": "runtime"},
+    "jobs.*": {"queue": "runtime"},
+    "workloads.*": {"queue": "runtime"},
+    "quotas.team_sync": {"queue": "runtime"},
+}
 CELERY_TASK_ACKS_LATE = True
+# Sending a task gives up after about a second when the broker is down (the request goes on;
+# see portal.celery.Task), instead of holding the request for kombu's default retries.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5}
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
@@ -156,9 +181,75 @@ KUBE_CONTEXT = env.str("DOCKYARD_KUBE_CONTEXT", default="")
 # host-side name of its bridge, which scripts/workload-firewall.sh filters.
 DOCKYARD_DOCKER_NETWORK = env.str("DOCKYARD_DOCKER_NETWORK", default="dockyard-workloads")
 DOCKYARD_DOCKER_BRIDGE = env.str("DOCKYARD_DOCKER_BRIDGE", default="dy-workloads")
-# Extra labels put on every workload container and volume ("key=value,key=value"), e.g. to
-# tell apart what one installation or test run made on a shared engine.
-DOCKYARD_WORKLOAD_LABELS = env.dict("DOCKYARD_WORKLOAD_LABELS", default={})
+# Labels put on every workload container and volume ("key=value,key=value"). They tell apart
+# installations (or test runs) sharing one engine: each sees, reconciles and removes only
+# the workloads carrying its own labels.
+DOCKYARD_WORKLOAD_LABELS = env.dict("DOCKYARD_WORKLOAD_LABELS", default={"dockyard.installation": "default"})
+
+# --- Kubernetes ---------------------------------------------------------------------------
+# Used when DOCKYARD_RUNTIME=kubernetes (docs/kubernetes.md, "Runtime backend").
+
+# Each team's workloads run in the namespace <prefix><team>, made on first use.
+DOCKYARD_K8S_NAMESPACE_PREFIX = env.str("DOCKYARD_K8S_NAMESPACE_PREFIX", default="dockyard-")
+# Storage class and size of workspace homes and job outputs ("" = the cluster's default class).
+DOCKYARD_K8S_STORAGE_CLASS = env.str("DOCKYARD_K8S_STORAGE_CLASS", default="")
+DOCKYARD_K8S_HOME_SIZE = env.str("DOCKYARD_K8S_HOME_SIZE", default="10Gi")
+DOCKYARD_K8S_OUTPUT_SIZE = env.str("DOCKYARD_K8S_OUTPUT_SIZE", default="10Gi")
+# A ReadWriteMany class for the outputs of multi-node jobs, which every node writes ("" = the one above).
+DOCKYARD_K8S_SHARED_STORAGE_CLASS = env.str("DOCKYARD_K8S_SHARED_STORAGE_CLASS", default="")
+# The cluster's DNS domain: the proxy reaches a workspace at <service>.<namespace>.svc.<domain>.
+DOCKYARD_K8S_CLUSTER_DOMAIN = env.str("DOCKYARD_K8S_CLUSTER_DOMAIN", default="cluster.local")
+# Where the portal's own pods run, and their labels: the only pods a workload accepts
+# connections from ("" namespace = the portal pod's own namespace in-cluster, else "dockyard").
+DOCKYARD_K8S_PORTAL_NAMESPACE = env.str("DOCKYARD_K8S_PORTAL_NAMESPACE", default="")
+DOCKYARD_K8S_PORTAL_POD_LABELS = env.dict(
+    "DOCKYARD_K8S_PORTAL_POD_LABELS", default={"app.kubernetes.io/name": "dockyard"}
+)
+# Addresses workloads may not connect to (the cloud metadata service); empty: no egress policy.
+DOCKYARD_K8S_BLOCKED_EGRESS = env.list("DOCKYARD_K8S_BLOCKED_EGRESS", default=["169.254.169.254/32"])
+# The GPU resource name, the node label naming the GPU model (NVIDIA's GPU feature discovery
+# sets both) and the label with each GPU's memory in MiB.
+DOCKYARD_K8S_GPU_RESOURCE = env.str("DOCKYARD_K8S_GPU_RESOURCE", default="nvidia.com/gpu")
+DOCKYARD_K8S_GPU_PRODUCT_LABEL = env.str("DOCKYARD_K8S_GPU_PRODUCT_LABEL", default="nvidia.com/gpu.product")
+DOCKYARD_K8S_GPU_MEMORY_LABEL = env.str("DOCKYARD_K8S_GPU_MEMORY_LABEL", default="nvidia.com/gpu.memory")
+# Tolerations GPU pods get, for GPU nodes tainted to keep other pods away (a JSON list).
+DOCKYARD_K8S_GPU_TOLERATIONS = env.json(
+    "DOCKYARD_K8S_GPU_TOLERATIONS", default=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+)
+# The rendezvous port of multi-node jobs (MASTER_PORT, on index 0).
+DOCKYARD_K8S_MASTER_PORT = env.int("DOCKYARD_K8S_MASTER_PORT", default=29500)
+# A finished Job is deleted by the cluster this long after it ends, if Dockyard has not removed
+# it first (after keeping its log and outputs): longer than Dockyard may ever be down.
+DOCKYARD_K8S_JOB_TTL_S = env.int("DOCKYARD_K8S_JOB_TTL_S", default=86400)
+# A Job's deadline is its timeout plus this: Dockyard's own timeout stops it first, keeping
+# its log; the cluster's deadline is the backstop when Dockyard's workers are down.
+DOCKYARD_K8S_JOB_DEADLINE_SLACK_S = env.int("DOCKYARD_K8S_JOB_DEADLINE_SLACK_S", default=60)
+# How long a stopped pod's processes get after SIGTERM (the pod's terminationGracePeriodSeconds).
+DOCKYARD_K8S_TERMINATION_GRACE_S = env.int("DOCKYARD_K8S_TERMINATION_GRACE_S", default=10)
+# How long stop() waits, past the grace period, for the kubelet to report the pods ended.
+DOCKYARD_K8S_STOP_WAIT_S = env.int("DOCKYARD_K8S_STOP_WAIT_S", default=30)
+# imagePullPolicy of workload containers (images are pinned by digest, so IfNotPresent is exact).
+DOCKYARD_K8S_IMAGE_PULL_POLICY = env.str("DOCKYARD_K8S_IMAGE_PULL_POLICY", default="IfNotPresent")
+# Files put in place before start (a job's /code) travel as Secrets of up to 768 KiB each:
+# the largest gzipped archive accepted on a cluster.
+DOCKYARD_K8S_FILES_MAX_MB = env.int("DOCKYARD_K8S_FILES_MAX_MB", default=32)
+# Reading files of an ended workload starts a helper pod on its volumes: how long it may take
+# to start, and how long it lives at most. Its image: the workload's, else this one.
+DOCKYARD_K8S_FETCH_START_S = env.int("DOCKYARD_K8S_FETCH_START_S", default=120)
+DOCKYARD_K8S_FETCH_LIFETIME_S = env.int("DOCKYARD_K8S_FETCH_LIFETIME_S", default=900)
+DOCKYARD_K8S_HELPER_IMAGE = env.str("DOCKYARD_K8S_HELPER_IMAGE", default="")
+# One API call may take this long before the cluster counts as not answering.
+DOCKYARD_K8S_API_TIMEOUT_S = env.float("DOCKYARD_K8S_API_TIMEOUT_S", default=10.0)
+# Status by watch: each process keeps an index of its workloads' pods and Jobs, fed by a
+# watch; each watch request lasts DOCKYARD_K8S_WATCH_TIMEOUT_S, and the index is trusted for
+# list_managed() only while it heard from the API server within DOCKYARD_K8S_WATCH_FRESH_S.
+DOCKYARD_K8S_WATCH = env.bool("DOCKYARD_K8S_WATCH", default=True)
+DOCKYARD_K8S_WATCH_TIMEOUT_S = env.int("DOCKYARD_K8S_WATCH_TIMEOUT_S", default=60)
+DOCKYARD_K8S_WATCH_FRESH_S = env.float("DOCKYARD_K8S_WATCH_FRESH_S", default=90.0)
+# Kueue: jobs of a team named here ("team=local-queue,...") or of every team (a single
+# LocalQueue) are created suspended and labelled for that queue; Kueue admits and starts them.
+DOCKYARD_KUEUE_QUEUES = env.dict("DOCKYARD_KUEUE_QUEUES", default={})
+DOCKYARD_KUEUE_LOCAL_QUEUE = env.str("DOCKYARD_KUEUE_LOCAL_QUEUE", default="")
 
 # --- Workspaces and the notebook proxy ---------------------------------------------------
 
@@ -192,6 +283,48 @@ DOCKYARD_PROXY_AUTH_CACHE_S = env.float("DOCKYARD_PROXY_AUTH_CACHE_S", default=5
 DOCKYARD_CULL_INTERVAL_S = env.float("DOCKYARD_CULL_INTERVAL_S", default=60.0)
 DOCKYARD_CULL_WARNING_S = env.int("DOCKYARD_CULL_WARNING_S", default=600)
 CELERY_BEAT_SCHEDULE["workspaces.cull"] = {"task": "workspaces.cull", "schedule": DOCKYARD_CULL_INTERVAL_S}
+
+# --- Training jobs ------------------------------------------------------------------------
+
+# How often (seconds) running jobs are looked at for exits and timeouts while any run; beat
+# looks every DOCKYARD_JOB_WATCH_BEAT_S as a backstop.
+DOCKYARD_JOB_WATCH_S = env.float("DOCKYARD_JOB_WATCH_S", default=1.0)
+DOCKYARD_JOB_WATCH_BEAT_S = env.float("DOCKYARD_JOB_WATCH_BEAT_S", default=15.0)
+CELERY_BEAT_SCHEDULE["jobs.watch"] = {"task": "jobs.watch", "schedule": DOCKYARD_JOB_WATCH_BEAT_S}
+# A failed attempt is retried after this delay (seconds), doubled each time, at most the maximum.
+DOCKYARD_JOB_RETRY_BACKOFF_S = env.float("DOCKYARD_JOB_RETRY_BACKOFF_S", default=10.0)
+DOCKYARD_JOB_RETRY_BACKOFF_MAX_S = env.float("DOCKYARD_JOB_RETRY_BACKOFF_MAX_S", default=600.0)
+# Seconds a cancelled or timed-out job gets to exit after SIGTERM before it is killed.
+DOCKYARD_JOB_STOP_GRACE_S = env.int("DOCKYARD_JOB_STOP_GRACE_S", default=10)
+# Longest timeout a job may ask for (seconds), and how many retries.
+DOCKYARD_JOB_MAX_TIMEOUT_S = env.int("DOCKYARD_JOB_MAX_TIMEOUT_S", default=7 * 24 * 3600)
+DOCKYARD_JOB_MAX_RETRIES = env.int("DOCKYARD_JOB_MAX_RETRIES", default=10)
+# Most pods one job may train on together (Kubernetes only; each pod gets the whole profile).
+DOCKYARD_JOB_MAX_NODES = env.int("DOCKYARD_JOB_MAX_NODES", default=8)
+# Uploaded code archives: largest upload, and largest total once unpacked (MiB).
+DOCKYARD_JOB_CODE_MAX_MB = env.int("DOCKYARD_JOB_CODE_MAX_MB", default=100)
+DOCKYARD_JOB_CODE_MAX_UNPACKED_MB = env.int("DOCKYARD_JOB_CODE_MAX_UNPACKED_MB", default=500)
+# Log kept per attempt once the container is gone (KiB; the end is kept when longer).
+DOCKYARD_JOB_LOG_MAX_KB = env.int("DOCKYARD_JOB_LOG_MAX_KB", default=4096)
+# Files under /output copied into Dockyard's storage when a job ends (MiB in all; the volume
+# keeps everything).
+DOCKYARD_JOB_OUTPUT_MAX_MB = env.int("DOCKYARD_JOB_OUTPUT_MAX_MB", default=1024)
+# Metrics of running jobs are read from /output/metrics.jsonl at most this often (seconds).
+DOCKYARD_JOB_METRICS_INTERVAL_S = env.float("DOCKYARD_JOB_METRICS_INTERVAL_S", default=5.0)
+# Encrypts secret env values at rest (a Fernet key); empty: derived from SECRET_KEY.
+DOCKYARD_SECRETS_KEY = env.str("DOCKYARD_SECRETS_KEY", default="")
+# Code archives and job outputs (Django's default file storage).
+MEDIA_ROOT = env.str("DOCKYARD_MEDIA_ROOT", default=str(VAR_DIR / "media"))
+
+# --- Reconciliation -----------------------------------------------------------------------
+
+# Beat compares the database with the backend this often (seconds) and corrects differences.
+DOCKYARD_RECONCILE_INTERVAL_S = env.float("DOCKYARD_RECONCILE_INTERVAL_S", default=15.0)
+CELERY_BEAT_SCHEDULE["workloads.reconcile"] = {"task": "workloads.reconcile", "schedule": DOCKYARD_RECONCILE_INTERVAL_S}
+# A workload may sit this long (seconds) in a step (pending, stopping, ...) before the
+# reconciler takes it as lost and queues the step again (at most every DOCKYARD_RECONCILE_REDRIVE_S).
+DOCKYARD_RECONCILE_GRACE_S = env.float("DOCKYARD_RECONCILE_GRACE_S", default=60.0)
+DOCKYARD_RECONCILE_REDRIVE_S = env.float("DOCKYARD_RECONCILE_REDRIVE_S", default=300.0)
 
 # --- Image builds -------------------------------------------------------------------------
 
@@ -298,6 +431,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "ImageStatusEnum": "portal.catalog.models.ImageStatus",
         "BuildStatusEnum": "portal.catalog.models.ImageBuild.Status",
+        "WorkspaceStateEnum": "workspaces.models.WorkspaceState",
+        "JobStateEnum": "jobs.models.JobState",
     },
 }
 
@@ -362,10 +497,9 @@ TIME_ZONE = env.str("TIME_ZONE", default="UTC")
 USE_I18N = True
 USE_TZ = True
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-}
+# One JSON object per line (request id, user, workload uid, task), or "console" for lines
+# meant for a person at a terminal. Celery's processes log through the same configuration.
+DOCKYARD_LOG_FORMAT = env.str("DOCKYARD_LOG_FORMAT", default="json")
+LOGGING = logging_config(fmt=DOCKYARD_LOG_FORMAT, level=env.str("LOG_LEVEL", default="INFO"))
+configure_structlog()
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False

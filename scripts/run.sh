@@ -8,6 +8,7 @@ scripts/ensure-venv.sh
 mkdir -p var
 if [ -f .env ]; then set -a; . ./.env; set +a; fi
 export DOCKYARD_HOST=${HOST:-127.0.0.1} DOCKYARD_PORT=${PORT:-8000}
+export DOCKYARD_LOG_FORMAT=${DOCKYARD_LOG_FORMAT:-console}  # readable in a terminal; production logs JSON
 
 if [ -z "${DATABASE_URL:-}" ]; then
   say "No DATABASE_URL: using the embedded default (SQLite in var/, filesystem broker)"
@@ -21,6 +22,11 @@ if [ "${DOCKYARD_RUNTIME:-docker}" = docker ]; then
     say "Carrying on without a Docker engine: workloads cannot start until one answers."
   fi
 fi
+
+# Prometheus counters start afresh with the processes (files of earlier runs would be added in).
+metrics_dir=${PROMETHEUS_MULTIPROC_DIR:-var/metrics}
+rm -rf "$metrics_dir" && mkdir -p "$metrics_dir"
+export PROMETHEUS_MULTIPROC_DIR=$metrics_dir
 
 .venv/bin/python manage.py migrate --noinput
 .venv/bin/python manage.py collectstatic --noinput -v0

@@ -12,6 +12,7 @@ export DJANGO_DEBUG=1 DOCKYARD_RUNTIME=docker
 scripts/ensure-venv.sh dev
 scripts/ensure-services.sh
 scripts/ensure-docker.sh
+scripts/ensure-compose.sh
 scripts/ensure-browser.sh
 scripts/build-base-image.sh
 mkdir -p var

@@ -40,6 +40,12 @@ def engine():
     client.close()
 
 
+@pytest.fixture(autouse=True)
+def workload_labels(settings):
+    """Workloads made in this process carry the run's label, and the backend sees only those."""
+    settings.DOCKYARD_WORKLOAD_LABELS = {RUN_LABEL: TEST_RUN}
+
+
 @pytest.fixture
 def demo_team(db):
     return TeamFactory(slug="demo", name="Demo team")

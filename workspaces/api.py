@@ -12,8 +12,11 @@ from rest_framework.views import APIView
 
 from portal.accounts.models import Team, User
 from portal.audit.services import Actor
+from portal.catalog.environments.selectors import environment_labels
+from portal.catalog.environments.services import environment_revision_resolve
 from portal.catalog.models import Image
 from portal.core.api import StrictSerializer, no_content
+from portal.core.secrets import secrets_masked
 from portal.proxy.hosts import notebook_origin
 from portal.quotas.models import ResourceProfile
 from portal.workloads.models import WorkloadEvent
@@ -37,6 +40,7 @@ class WorkspaceOut(serializers.ModelSerializer):
     owner = serializers.CharField(source="owner.username")
     team = serializers.CharField(source="team.slug")
     image = serializers.CharField(source="image.slug")
+    environment = serializers.SerializerMethodField(help_text="<slug>@<revision> when started from an environment.")
     profile = serializers.CharField(source="profile.slug")
     url = serializers.SerializerMethodField()
     queue_position = serializers.SerializerMethodField(help_text="Place in the queue while waiting (1 = next).")
@@ -45,14 +49,17 @@ class WorkspaceOut(serializers.ModelSerializer):
     class Meta:
         model = Workspace
         fields = [
-            "id", "name", "owner", "team", "image", "image_digest", "profile", "cpus", "memory_gib", "gpus",
-            "state", "url", "queue_position", "estimated_start", "cull_at", "cull_explanation", "error_step",
+            "id", "name", "owner", "team", "image", "environment", "image_digest", "profile", "cpus", "memory_gib",
+            "gpus", "state", "url", "queue_position", "estimated_start", "cull_at", "cull_explanation", "error_step",
             "error_message", "created_at",
             "started_at", "stopped_at",
         ]  # fmt: skip
 
     def get_url(self, workspace: Workspace) -> str:
         return notebook_origin(workspace.pk) + "/lab"
+
+    def get_environment(self, workspace: Workspace) -> str | None:
+        return self.context.get("environments", {}).get(workspace.environment_revision_id)
 
     def get_queue_position(self, workspace: Workspace) -> int | None:
         return self.context.get("positions", {}).get(workspace.pk)
@@ -64,27 +71,54 @@ class WorkspaceOut(serializers.ModelSerializer):
 
 class WorkspaceDetailOut(WorkspaceOut):
     events = EventOut(many=True, source="event_list")
+    source_job = serializers.UUIDField(source="source_job_id", help_text="The job it reproduces, if any.")
+    code_sha256 = serializers.CharField(source="code.sha256", default=None, help_text="Code at /code, if any.")
+    secret_env = serializers.SerializerMethodField(help_text="Names only; values are never shown.")
 
     class Meta(WorkspaceOut.Meta):
-        fields = [*WorkspaceOut.Meta.fields, "error_detail", "events"]
+        fields = [*WorkspaceOut.Meta.fields, "source_job", "code_sha256", "parameters", "env", "secret_env",
+                  "error_detail", "events"]  # fmt: skip
+
+    def get_secret_env(self, workspace: Workspace) -> dict:
+        return secrets_masked(workspace.secret_env_names)
 
 
 class WorkspaceIn(StrictSerializer):
     name = serializers.CharField(max_length=63)
-    image = serializers.SlugRelatedField(slug_field="slug", queryset=Image.objects.all())
-    profile = serializers.SlugRelatedField(slug_field="slug", queryset=ResourceProfile.objects.filter(is_active=True))
+    image = serializers.SlugRelatedField(slug_field="slug", queryset=Image.objects.catalog(), required=False)
+    environment = serializers.CharField(
+        required=False, help_text="<slug>@<revision> instead of an image (the team's default with neither)."
+    )
+    profile = serializers.SlugRelatedField(
+        slug_field="slug", queryset=ResourceProfile.objects.filter(is_active=True), required=False,
+        help_text="Default: the environment's profile.",
+    )  # fmt: skip
     team = serializers.SlugRelatedField(slug_field="slug", queryset=Team.objects.all())
     wait = serializers.BooleanField(default=False, help_text="Wait in the queue if it does not fit now.")
+
+    def validate(self, data):
+        if data.get("image") and data.get("environment"):
+            raise serializers.ValidationError({"environment": "Give an image or an environment, not both."})
+        return data
 
 
 def _queue_context(workspaces) -> dict:
     positions = selectors.workspace_queue_positions(workspaces=workspaces)
-    return {"positions": positions, "estimates": selectors.workspace_estimated_starts(positions=positions)}
+    return {
+        "positions": positions,
+        "estimates": selectors.workspace_estimated_starts(positions=positions),
+        "environments": environment_labels(revision_ids=[w.environment_revision_id for w in workspaces]),
+    }
 
 
 def _detail(workspace: Workspace) -> dict:
     workspace.event_list = list(selectors.workspace_events(workspace=workspace))
     return WorkspaceDetailOut(workspace, context=_queue_context([workspace])).data
+
+
+def workspace_detail_data(request, pk) -> dict:
+    """The API's view of one workspace the person may see (also answers job reproduction)."""
+    return _detail(_get(request, pk))
 
 
 def _get(request, pk) -> Workspace:
@@ -122,10 +156,14 @@ class WorkspaceListView(APIView):
     def post(self, request: Request) -> Response:
         data = WorkspaceIn(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
-            workspace = services.workspace_create(
-                owner=request.user, actor=Actor.from_request(request), **data.validated_data
+        values = dict(data.validated_data)
+        if "environment" in values:
+            values["environment_revision"] = environment_revision_resolve(
+                user=request.user, ref=values.pop("environment")
             )
+        values.setdefault("profile", None)
+        try:
+            workspace = services.workspace_create(owner=request.user, actor=Actor.from_request(request), **values)
         except services.QuotaRefused as refused:
             raise PermissionDenied(str(refused)) from None
         return Response(_detail(_get(request, workspace.pk)), status=status.HTTP_201_CREATED)

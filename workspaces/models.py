@@ -28,7 +28,7 @@ TRANSITIONS: dict[str, set[str]] = {
     S.QUEUED: {S.PENDING, S.STOPPED, S.FAILED},
     S.PENDING: {S.STARTING, S.STOPPING, S.FAILED},
     S.STARTING: {S.RUNNING, S.STOPPING, S.FAILED},
-    S.RUNNING: {S.STOPPING, S.FAILED},
+    S.RUNNING: {S.STOPPING, S.STOPPED, S.FAILED},  # stopped: its engine restarted (see reconcile)
     S.STOPPING: {S.STOPPED, S.FAILED},
     S.STOPPED: {S.PENDING, S.QUEUED},
     S.FAILED: {S.PENDING, S.QUEUED, S.STOPPING, S.STOPPED},
@@ -53,6 +53,14 @@ class Workspace(Workload):
     gpu_idle_since = models.DateTimeField(null=True, blank=True)
     delete_requested = models.BooleanField(default=False)
     delete_data = models.BooleanField(default=False)
+    # Set when the workspace reproduces a job: its env, secrets, parameters (as PARAM_*) and
+    # code (read-only at /code), on the job's exact image digest.
+    env = models.JSONField(default=dict, blank=True)
+    secret_env = models.TextField(blank=True, help_text="Encrypted (portal.core.secrets).")
+    secret_env_names = models.JSONField(default=list, blank=True)
+    parameters = models.JSONField(default=dict, blank=True)
+    code = models.ForeignKey("jobs.CodeArchive", on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    source_job = models.ForeignKey("jobs.Job", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
 
     class Meta:
         ordering = ["-created_at"]

@@ -43,21 +43,10 @@ def workspace_events(*, workspace: Workspace) -> QuerySet[WorkloadEvent]:
 
 
 def workspace_queue_positions(*, workspaces) -> dict:
-    """Place in the admission queue of each waiting workspace (1 = next), in one query.
+    """Place in the admission queue of each waiting workspace (1 = next)."""
+    from portal.quotas.selectors import queue_positions
 
-    The queue is ordered by priority, then fair share between teams, then age; this counts
-    the waiting requests ahead by priority and age, so it is a guide, not a promise.
-    """
-    waiting = [w.pk for w in workspaces if w.state == "queued"]
-    if not waiting:
-        return {}
-    from portal.quotas.models import QueuedRequest, QueueState
-
-    entries = list(
-        QueuedRequest.objects.filter(state=QueueState.WAITING).order_by("-priority", "enqueued_at")
-        .values_list("workload_uid", flat=True)
-    )  # fmt: skip
-    return {uid: entries.index(uid) + 1 for uid in waiting if uid in entries}
+    return queue_positions(uids=[w.pk for w in workspaces if w.state == "queued"])
 
 
 def workspace_estimated_starts(*, positions: dict) -> dict:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import re
 import secrets
 import uuid
+from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -19,18 +21,34 @@ from django.utils import timezone
 from portal.accounts.models import Membership, Team, User
 from portal.audit.models import Outcome
 from portal.audit.services import Actor, audit_record
-from portal.catalog.models import Image
+from portal.catalog.environments.services import (
+    environment_require_launchable,
+    environment_team_default,
+    environment_workload_command,
+    environment_workload_env,
+)
+from portal.catalog.models import EnvironmentRevision, Image, ImageRevision
 from portal.catalog.services import image_require_startable
+from portal.core.secrets import secrets_open
 from portal.quotas.models import Allocation, ResourceProfile
-from portal.quotas.services.admission import admit, release
+from portal.quotas.services.admission import admit, allocation_device_ids, release
 from portal.quotas.services.queue import queue_cancel, queue_enqueue
+from portal.quotas.services.quota import team_runtime_limits
 from portal.quotas.values import AdmissionRequest, Refusal, Resources, WorkloadRef
 from portal.runtime import RuntimeError_, get_backend
-from portal.runtime.base import Endpoint, Mount, State, WorkloadSpec
+from portal.runtime.base import Endpoint, FileDrop, Mount, State, WorkloadSpec
 from portal.workloads.models import WorkloadEvent
-from portal.workloads.services import IllegalTransition, workload_event_add, workload_transition
+from portal.workloads.services import (
+    IllegalTransition,
+    workload_admitted_message,
+    workload_event_add,
+    workload_transition,
+)
 from workspaces.culling import CullDecision, Policy, cull_decide
 from workspaces.models import TRANSITIONS, Workspace, WorkspacePolicy, WorkspaceShare, WorkspaceState
+
+if TYPE_CHECKING:
+    from jobs.models import CodeArchive, Job
 
 NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 HOME = "/home/jovyan"
@@ -52,21 +70,119 @@ def _transition(workspace: Workspace, to: str, **kwargs) -> Workspace:
 # --- What people do ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class WorkspaceSource:
+    """What a workspace runs: an image revision (pinned by digest), maybe an environment
+    revision, and, when it reproduces a job, that job's env, secrets, parameters and code."""
+
+    image: Image
+    revision: ImageRevision
+    environment_revision: EnvironmentRevision | None = None
+    env: dict = field(default_factory=dict)
+    sealed_secret_env: str = ""
+    secret_env_names: tuple[str, ...] = ()
+    parameters: dict = field(default_factory=dict)
+    code: CodeArchive | None = None
+    source_job: Job | None = None
+    digest: str = ""  # a reproduced job's exact digest; else the revision's
+
+    def fields(self) -> dict:
+        return {
+            "image": self.image, "image_revision": self.revision, "image_digest": self.digest or self.revision.digest,
+            "environment_revision": self.environment_revision, "env": self.env, "secret_env": self.sealed_secret_env,
+            "secret_env_names": list(self.secret_env_names), "parameters": self.parameters, "code": self.code,
+            "source_job": self.source_job,
+        }  # fmt: skip
+
+    def audit_details(self) -> dict:
+        details = {"image": self.image.slug, "digest": self.digest or self.revision.digest}
+        if self.environment_revision is not None:
+            details["environment"] = self.environment_revision.ref
+        if self.source_job is not None:
+            details["reproduces"] = str(self.source_job.pk)
+        return details
+
+
 def workspace_create(
-    *, owner: User, team: Team, name: str, image: Image, profile: ResourceProfile, actor: Actor, wait: bool = False
-) -> Workspace:
+    *, owner: User, team: Team, name: str, profile: ResourceProfile | None, actor: Actor, image: Image | None = None,
+    environment_revision: EnvironmentRevision | None = None, wait: bool = False,
+) -> Workspace:  # fmt: skip
     """Admits and creates a workspace, then queues its start. Refusals are audited, nothing made.
 
-    With `wait`, a workspace that does not fit now is created `queued` and waits its turn in
-    the admission queue instead; it starts by itself once a pass admits it.
+    It runs an image, or an environment revision (whose default profile is used when none is
+    given); with neither, the team's default environment. With `wait`, a workspace that does
+    not fit now is created `queued` and waits its turn in the admission queue instead; it
+    starts by itself once a pass admits it.
     """
     _require_member(owner, team)
     name = _clean_name(owner, name)
-    revision = image_require_startable(image=image)
+    source = _source_for(owner=owner, team=team, image=image, environment_revision=environment_revision)
+    if profile is None and source.environment_revision is not None:
+        profile = source.environment_revision.profile
+    return _create(owner=owner, team=team, name=name, source=source, profile=profile, actor=actor, wait=wait)
+
+
+def workspace_reproduce(
+    *, job, by: User, actor: Actor, name: str = "", profile: ResourceProfile | None = None, wait: bool = False
+) -> Workspace:
+    """A workspace to rerun or debug a finished job interactively: the job's exact image
+    digest (and environment revision), its code read-only at /code, its parameters as PARAM_*
+    and its env and secrets. For members of the job's team."""
+    from jobs.models import JobState
+
+    if not Membership.objects.filter(user=by, team=job.team).exists():
+        raise PermissionDenied(f"Only members of {job.team.slug} can open its jobs in a workspace.")
+    if job.state not in JobState.final():
+        raise ValidationError(f"{job.name} is {job.state}; a job opens in a workspace once it has finished.")
+    source = WorkspaceSource(
+        image=job.image, revision=job.image_revision, environment_revision=job.environment_revision,
+        env=dict(job.env), sealed_secret_env=job.secret_env, secret_env_names=tuple(job.secret_env_names),
+        parameters=dict(job.parameters), code=job.code, source_job=job, digest=job.image_digest,
+    )  # fmt: skip
+    if not source.image.default_command:
+        raise ValidationError(
+            f"{job.name} ran on {source.image.slug}, which has no JupyterLab: it cannot open in a workspace."
+        )
+    name = _clean_name(by, name or _free_name(by, f"{job.name}-repro"))
+    return _create(
+        owner=by, team=job.team, name=name, source=source, profile=profile or job.profile, actor=actor, wait=wait
+    )
+
+
+def _free_name(owner: User, wanted: str) -> str:
+    base = re.sub(r"[^a-z0-9-]+", "-", wanted.lower()).strip("-")[:56].strip("-") or "workspace"
+    taken = set(Workspace.objects.filter(owner=owner, name__startswith=base).values_list("name", flat=True))
+    return next(n for n in [base, *(f"{base}-{i}" for i in range(2, 1000))] if n not in taken)
+
+
+def _source_for(
+    *, owner: User, team: Team, image: Image | None, environment_revision: EnvironmentRevision | None
+) -> WorkspaceSource:
+    if image is None and environment_revision is None:
+        environment_revision = environment_team_default(team=team)
+        if environment_revision is None:
+            raise ValidationError({"image": "Choose an image or an environment."})
+    if environment_revision is not None:
+        environment_require_launchable(revision=environment_revision, user=owner)
+        image = environment_revision.environment.image
+        source = WorkspaceSource(
+            image=image, revision=environment_revision.image_revision, environment_revision=environment_revision
+        )
+    else:
+        if not Image.objects.visible_to(owner).filter(pk=image.pk).exists():
+            raise ValidationError({"image": f"{image.slug} is not available to you."})
+        source = WorkspaceSource(image=image, revision=image_require_startable(image=image))
     if not image.default_command:
         raise ValidationError({"image": f"{image.slug} does not start JupyterLab: it is for jobs only."})
-    if not Image.objects.visible_to(owner).filter(pk=image.pk).exists():
-        raise ValidationError({"image": f"{image.slug} is not available to you."})
+    return source
+
+
+def _create(
+    *, owner: User, team: Team, name: str, source: WorkspaceSource, profile: ResourceProfile | None, actor: Actor,
+    wait: bool,
+) -> Workspace:  # fmt: skip
+    if profile is None:
+        raise ValidationError({"profile": "Choose a size."})
     if not profile.is_active:
         raise ValidationError({"profile": f"The profile {profile.slug} is not offered any more."})
     uid = uuid.uuid4()
@@ -76,8 +192,8 @@ def workspace_create(
         if not wait:
             raise
         return _create_waiting(
-            uid=uid, owner=owner, team=team, name=name, image=image, revision=revision, profile=profile,
-            refusal=refused.refusal, actor=actor,
+            uid=uid, owner=owner, team=team, name=name, source=source, profile=profile, refusal=refused.refusal,
+            actor=actor,
         )  # fmt: skip
     try:
         with transaction.atomic():
@@ -86,24 +202,22 @@ def workspace_create(
                 owner=owner,
                 team=team,
                 name=name,
-                image=image,
-                image_revision=revision,
-                image_digest=revision.digest,
+                **source.fields(),
                 profile=profile,
                 cpus=profile.cpus,
                 memory_gib=profile.memory_gib,
                 gpus=profile.gpus,
-                gpu_device_ids=_device_ids(allocation),
+                gpu_device_ids=allocation_device_ids(allocation=allocation),
                 state=S.PENDING,
                 jupyter_token=secrets.token_hex(32),
             )
-            workload_event_add(workload=workspace, step="admitted", message=_admitted_message(workspace))
+            workload_event_add(workload=workspace, step="admitted", message=workload_admitted_message(workspace))
             audit_record(
                 actor=actor,
                 action="workspace.create",
                 target=workspace,
                 team=team,
-                details={"name": name, "image": image.slug, "digest": revision.digest, "profile": profile.slug},
+                details={"name": name, **source.audit_details(), "profile": profile.slug},
             )
             _queue_start(workspace)
     except IntegrityError:
@@ -112,12 +226,13 @@ def workspace_create(
     return workspace
 
 
-def _create_waiting(*, uid, owner, team, name, image, revision, profile, refusal: Refusal, actor: Actor) -> Workspace:
+def _create_waiting(
+    *, uid, owner, team, name, source: WorkspaceSource, profile, refusal: Refusal, actor: Actor
+) -> Workspace:
     with transaction.atomic():
         workspace = Workspace.objects.create(
-            id=uid, owner=owner, team=team, name=name, image=image, image_revision=revision,
-            image_digest=revision.digest, profile=profile, cpus=profile.cpus, memory_gib=profile.memory_gib,
-            gpus=profile.gpus, state=S.QUEUED, jupyter_token=secrets.token_hex(32),
+            id=uid, owner=owner, team=team, name=name, **source.fields(), profile=profile, cpus=profile.cpus,
+            memory_gib=profile.memory_gib, gpus=profile.gpus, state=S.QUEUED, jupyter_token=secrets.token_hex(32),
         )  # fmt: skip
         queue_enqueue(request=_request(uid=uid, owner=owner, team=team, profile=profile), actor=actor)
         workload_event_add(workload=workspace, step="queued", message=f"Waiting for capacity: {refusal.message}")
@@ -126,7 +241,7 @@ def _create_waiting(*, uid, owner, team, name, image, revision, profile, refusal
             action="workspace.create",
             target=workspace,
             team=team,
-            details={"name": name, "image": image.slug, "profile": profile.slug, "waiting": refusal.message},
+            details={"name": name, **source.audit_details(), "profile": profile.slug, "waiting": refusal.message},
         )
     return workspace
 
@@ -143,10 +258,10 @@ def workspaces_admitted(admitted: list[tuple[WorkloadRef, int]]) -> None:
             S.PENDING,
             actor=Actor.system(),
             step="admitted",
-            message=_admitted_message(workspace),
+            message=workload_admitted_message(workspace),
             action="workspace.start",
             audit_details={"after_waiting": True},
-            fields={"gpu_device_ids": _device_ids(allocation)},
+            fields={"gpu_device_ids": allocation_device_ids(allocation=allocation)},
         )
         _queue_start(workspace)
 
@@ -162,9 +277,14 @@ def workspace_start(*, workspace: Workspace, actor: Actor) -> Workspace:
         S.PENDING,
         actor=actor,
         step="admitted",
-        message=_admitted_message(workspace),
+        message=workload_admitted_message(workspace),
         action="workspace.start",
-        fields={"gpu_device_ids": _device_ids(allocation), "error_step": "", "error_message": "", "error_detail": ""},
+        fields={
+            "gpu_device_ids": allocation_device_ids(allocation=allocation),
+            "error_step": "",
+            "error_message": "",
+            "error_detail": "",
+        },
     )
     _queue_start(workspace)
     return workspace
@@ -293,15 +413,6 @@ def _admit(*, uid, owner: User, team: Team, profile: ResourceProfile, actor: Act
     return outcome
 
 
-def _device_ids(allocation: Allocation) -> list[str]:
-    return list(allocation.gpu_rows.order_by("device__index").values_list("device__uuid", flat=True))
-
-
-def _admitted_message(workspace: Workspace) -> str:
-    gpus = f", {workspace.gpus} GPU(s)" if workspace.gpus else ""
-    return f"Admitted: {workspace.cpus:g} CPU, {workspace.memory_gib:g} GiB{gpus}"
-
-
 def _queue_start(workspace: Workspace) -> None:
     from workspaces.tasks import start_task
 
@@ -318,28 +429,53 @@ def _queue_stop(workspace: Workspace) -> None:
 
 
 def workspace_spec(workspace: Workspace) -> WorkloadSpec:
-    """The container for a workspace: its image digest, size, GPUs, home volume and Jupyter."""
+    """The container for a workspace: its image digest, size, GPUs, home volume and Jupyter;
+    its environment's env and start-up script; and, when it reproduces a job, the job's env,
+    parameters (PARAM_*) and code (read-only at /code, put in place as for the job)."""
+    from jobs import archives
+    from jobs import spec as job_rules
+
+    revision = workspace.environment_revision
+    env = {
+        **environment_workload_env(revision),
+        **workspace.env,
+        **secrets_open(workspace.secret_env),
+        **job_rules.parameter_env(workspace.parameters),
+        "JUPYTER_TOKEN": workspace.jupyter_token,
+    }
+    files = ()
+    if workspace.code is not None:
+        with workspace.code.file.open("rb") as handle:
+            files = (FileDrop(path="/", archive=archives.code_tar(handle)),)
     return WorkloadSpec(
         uid=workspace.uid,
         kind=Workspace.KIND,
         owner=workspace.owner.username,
         team=workspace.team.slug,
         image=workspace.image_digest,
-        command=tuple(workspace.image.default_command),
-        env={"JUPYTER_TOKEN": workspace.jupyter_token},
+        command=environment_workload_command(revision, tuple(workspace.image.default_command)),
+        env=env,
         working_dir=HOME,
         cpus=float(workspace.cpus),
         memory_mib=int(workspace.memory_gib * 1024),
         gpu_device_ids=tuple(workspace.gpu_device_ids),
+        gpus=workspace.gpus,
+        gpu_model=workspace.profile.gpu_model,
+        team_limits=team_runtime_limits(team=workspace.team),
         mounts=(Mount(name="home", target=HOME),),
         ports=(settings.DOCKYARD_JUPYTER_PORT,),
         labels=dict(settings.DOCKYARD_WORKLOAD_LABELS),
+        files=files,
     )
 
 
 def workspace_run_start(*, workspace_id: str) -> bool:
     """Makes sure the image is there and the container runs; True if it is now starting."""
-    workspace = Workspace.objects.select_related("owner", "team", "image").filter(pk=workspace_id).first()
+    workspace = (
+        Workspace.objects.select_related("owner", "team", "image", "environment_revision", "code")
+        .filter(pk=workspace_id)
+        .first()
+    )
     if workspace is None or workspace.state != S.PENDING:
         return False  # already done, stopped meanwhile, or deleted: nothing to do
     backend = get_backend()
@@ -353,14 +489,17 @@ def workspace_run_start(*, workspace_id: str) -> bool:
         workspace_fail(workspace=workspace, step="container", error=error)
         return False
     deadline = timezone.now() + timedelta(seconds=settings.DOCKYARD_WORKSPACE_START_TIMEOUT_S)
-    _transition(
-        workspace,
-        S.STARTING,
-        actor=Actor.system(),
-        step="container",
-        message="Container created; waiting for Jupyter",
-        fields={"started_at": timezone.now(), "ready_deadline": deadline},
-    )
+    try:
+        _transition(
+            workspace,
+            S.STARTING,
+            actor=Actor.system(),
+            step="container",
+            message="Container created; waiting for Jupyter",
+            fields={"started_at": timezone.now(), "ready_deadline": deadline},
+        )
+    except IllegalTransition:
+        return False  # stopped meanwhile (its stop removes the container), or the reconciler moved it on
     return True
 
 
@@ -385,6 +524,7 @@ def workspace_check_ready(*, workspace_id: str) -> bool | None:
         return False
     endpoint = observed.endpoints.get(settings.DOCKYARD_JUPYTER_PORT)
     if endpoint is not None and jupyter_status(endpoint=endpoint, token=workspace.jupyter_token):
+        _observe_launch(workspace)
         _transition(
             workspace,
             S.RUNNING,
@@ -406,6 +546,18 @@ def workspace_check_ready(*, workspace_id: str) -> bool | None:
         )
         return False
     return None
+
+
+def _observe_launch(workspace: Workspace) -> None:
+    """Records how long this start took, from admission to Jupyter answering."""
+    from portal.core.metrics import WORKSPACE_LAUNCH
+
+    admitted = (
+        WorkloadEvent.objects.filter(kind=Workspace.KIND, uid=workspace.pk, step="admitted")
+        .order_by("-id").values_list("created_at", flat=True).first()
+    )  # fmt: skip
+    if admitted is not None:
+        WORKSPACE_LAUNCH.observe((timezone.now() - admitted).total_seconds())
 
 
 def _exit_message(reason: str) -> str:

@@ -16,13 +16,16 @@ from django.views.decorators.http import require_POST
 
 from portal.accounts.models import User
 from portal.audit.services import Actor
+from portal.catalog.environments import capture
+from portal.catalog.environments import services as environment_services
+from portal.catalog.environments.forms import SaveWorkspaceForm
 from portal.core.forms import form_add_validation_error
 from portal.proxy.hosts import notebook_origin
 from portal.proxy.tickets import ticket_issue
 from portal.runtime import RuntimeError_, get_backend
 from portal.workloads.services import IllegalTransition
 from workspaces import selectors, services
-from workspaces.forms import WorkspaceForm, profile_choices
+from workspaces.forms import WorkspaceForm, launch_choice, profile_choices
 from workspaces.models import Workspace, WorkspaceState
 
 STEPS = [("admitted", "Admitted"), ("image", "Image ready"), ("container", "Container created"),
@@ -41,9 +44,10 @@ def workspace_list(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def workspace_create(request: HttpRequest) -> HttpResponse:
-    form = WorkspaceForm(request.POST or None, user=request.user)
     active = request.active_membership
     team = active.team if active else None
+    initial = {"image": request.GET["image"]} if request.GET.get("image") else {}
+    form = WorkspaceForm(request.POST or None, user=request.user, team=team, initial=initial)
     if request.method == "POST" and form.is_valid():
         team = form.cleaned_data["team"]
         try:
@@ -51,7 +55,7 @@ def workspace_create(request: HttpRequest) -> HttpResponse:
                 owner=request.user,
                 team=team,
                 name=form.cleaned_data["name"],
-                image=form.cleaned_data["image"],
+                **launch_choice(form.cleaned_data["image"]),
                 profile=form.cleaned_data["profile"],
                 actor=Actor.from_request(request),
                 wait=form.cleaned_data["wait"],
@@ -208,3 +212,37 @@ def workspace_unshare(request: HttpRequest, pk, username: str) -> HttpResponse:
     services.workspace_unshare(workspace=workspace, user=user, by=request.user, actor=Actor.from_request(request))
     messages.success(request, f"{username} can no longer open {workspace.name}.")
     return redirect("workspace-detail", pk=pk)
+
+
+@login_required
+def workspace_save_environment(request: HttpRequest, pk) -> HttpResponse:
+    """Save a running workspace as an environment: the packages installed in it on top of its
+    image, for review; saving makes a new environment revision and builds it from the recipe."""
+    workspace = _workspace(request, pk)
+    if workspace.owner_id != request.user.pk:
+        raise PermissionDenied("Only the workspace's owner can save it as an environment.")
+    try:
+        found = capture.environment_workspace_packages(workspace=workspace, by=request.user)
+    except ValidationError as error:
+        messages.error(request, " ".join(error.messages))
+        return redirect("workspace-detail", pk=pk)
+    started = workspace.environment_revision
+    may_revise = started is not None and environment_services.environment_may_manage(
+        environment=started.environment, user=request.user
+    )
+    form = SaveWorkspaceForm(request.POST or None, proposed=found.proposed, started_from=started, may_revise=may_revise)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            revision, _ = capture.environment_save_from_workspace(
+                workspace=workspace, by=request.user, actor=Actor.from_request(request), packages=data["packages"],
+                into=started.environment if data["target"] == "revise" else None, slug=data["slug"],
+                name=data["name"],
+            )  # fmt: skip
+        except ValidationError as error:
+            form_add_validation_error(error, form)
+        else:
+            messages.success(request, f"{revision.ref} saved; it is building from the recipe.")
+            return redirect("environment-detail", slug=revision.environment.slug)
+    context = {"workspace": workspace, "diff": found.diff, "form": form, "started": started}
+    return render(request, "workspaces/save_environment.html", context, status=400 if form.errors else 200)

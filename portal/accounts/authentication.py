@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rest_framework import authentication, exceptions
+from structlog.contextvars import bind_contextvars
 
 from portal.accounts.services import token_authenticate
 
@@ -24,6 +25,7 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
         token = token_authenticate(raw=header[1])
         if token is None:
             raise exceptions.AuthenticationFailed("This token is not valid: it is unknown, revoked or expired.")
+        bind_contextvars(user=token.user.get_username(), token=token.name)  # on this request's log lines
         return token.user, token
 
     def authenticate_header(self, request) -> str:

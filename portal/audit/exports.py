@@ -5,15 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import TypedDict
 
-from asgiref.sync import sync_to_async
-from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, StreamingHttpResponse
 from django.utils import timezone
 
 from portal.audit.models import AuditEvent
+from portal.core.streaming import stream_body
 
 # Rows joined into one piece of the response body: fewer, larger writes to the client.
 ROWS_PER_CHUNK = 500
@@ -90,26 +89,10 @@ def jsonl_chunks(events: Iterable[AuditEvent]) -> Iterator[bytes]:
 def streamed_download(request: HttpRequest, chunks: Iterator[bytes], *, extension: str, content_type: str):
     """A download streamed as it is read from the database, never held whole in memory.
 
-    Under ASGI (how the portal is served) Django buffers a synchronous iterator completely
-    before sending it, so the chunks are handed over one at a time from the request's
-    database thread instead. Under WSGI (the test client) the iterator is streamed as is.
+    Each chunk is read in the request's own thread, where the database cursor was opened.
     """
-    body = _one_by_one(chunks) if isinstance(request, ASGIRequest) else chunks
-    response = StreamingHttpResponse(body, content_type=content_type)
+    response = StreamingHttpResponse(stream_body(request, chunks), content_type=content_type)
     stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
     response["Content-Disposition"] = f'attachment; filename="dockyard-audit-{stamp}.{extension}"'
     response["Cache-Control"] = "no-store"
     return response
-
-
-async def _one_by_one(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
-    # thread_sensitive: every step runs in the thread that owns this request's database
-    # connection, where the cursor was opened.
-    step = sync_to_async(next, thread_sensitive=True)
-    try:
-        while (chunk := await step(chunks, None)) is not None:
-            yield chunk
-    finally:
-        close = getattr(chunks, "close", None)
-        if close is not None:
-            await sync_to_async(close, thread_sensitive=True)()

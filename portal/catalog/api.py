@@ -46,6 +46,9 @@ class RevisionOut(serializers.Serializer):
     status = serializers.CharField()
     digest = serializers.CharField()
     size_bytes = serializers.IntegerField(allow_null=True)
+    lock = serializers.ListField(
+        source="pip_lock", child=serializers.CharField(), help_text="What pip installed: name==version --hash=..."
+    )
     built_at = serializers.DateTimeField(allow_null=True)
 
 
@@ -106,7 +109,7 @@ class BuildIn(StrictSerializer):
 
 
 class DeprecateIn(StrictSerializer):
-    successor = serializers.SlugRelatedField(slug_field="slug", queryset=Image.objects.all(), required=False)
+    successor = serializers.SlugRelatedField(slug_field="slug", queryset=Image.objects.catalog(), required=False)
     message = serializers.CharField(required=False, default="", allow_blank=True, max_length=300)
 
 
@@ -189,7 +192,7 @@ class ImageBuildView(APIView):
 
     @extend_schema(request=BuildIn, responses={202: BuildOut})
     def post(self, request: Request, slug: str) -> Response:
-        image = get_object_or_404(Image, slug=slug)
+        image = get_object_or_404(Image.objects.catalog(), slug=slug)
         data = BuildIn(data=request.data)
         data.is_valid(raise_exception=True)
         revision = None
@@ -204,7 +207,7 @@ class ImageDeprecateView(APIView):
 
     @extend_schema(request=DeprecateIn, responses=ImageOut)
     def post(self, request: Request, slug: str) -> Response:
-        image = get_object_or_404(Image, slug=slug)
+        image = get_object_or_404(Image.objects.catalog(), slug=slug)
         data = DeprecateIn(data=request.data)
         data.is_valid(raise_exception=True)
         image = services.image_deprecate(

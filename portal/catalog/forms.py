@@ -103,4 +103,4 @@ class DeprecateForm(forms.Form):
 
     def __init__(self, *args, image: Image, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["successor"].queryset = Image.objects.exclude(pk=image.pk).exclude(status="deprecated")
+        self.fields["successor"].queryset = Image.objects.catalog().exclude(pk=image.pk).exclude(status="deprecated")

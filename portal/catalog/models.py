@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from portal.accounts.models import Team, slug_validator
+from portal.accounts.models import Role, Team, slug_validator
 
 
 class ImageStatus(models.TextChoices):
@@ -27,11 +27,16 @@ class SourceType(models.TextChoices):
 
 
 class ImageQuerySet(models.QuerySet):
+    def catalog(self) -> ImageQuerySet:
+        """Catalog entries proper: not the images that hold an environment's builds (those are
+        seen and launched only through their environment, whose visibility rules apply)."""
+        return self.filter(environment__isnull=True)
+
     def visible_to(self, user) -> ImageQuerySet:
         """Images a person may see: public ones and those listed for one of their teams."""
         if user.is_staff:
-            return self.all()
-        return self.filter(Q(all_teams=True) | Q(teams__memberships__user=user)).distinct()
+            return self.catalog()
+        return self.catalog().filter(Q(all_teams=True) | Q(teams__memberships__user=user)).distinct()
 
 
 class Image(models.Model):
@@ -95,6 +100,9 @@ class ImageRevision(models.Model):
     digest = models.CharField(max_length=100, blank=True)
     size_bytes = models.BigIntegerField(null=True, blank=True)
     packages = models.JSONField(default=list, blank=True, help_text="Python packages inside: [name, version].")
+    pip_lock = models.JSONField(
+        default=list, blank=True, help_text="What pip installed in the build: `name==version --hash=sha256:...` lines."
+    )
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
     built_at = models.DateTimeField(null=True, blank=True)
@@ -155,3 +163,130 @@ class ImageBuild(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status in self.Status.active()
+
+
+# --- Environments: a team's versioned recipe on top of a catalog image ---------------------------
+
+
+class EnvironmentQuerySet(models.QuerySet):
+    def visible_to(self, user) -> EnvironmentQuerySet:
+        """Shared environments of a person's teams, and their own private ones (staff: all).
+        Other teams never see a team's environments."""
+        if user.is_staff:
+            return self.all()
+        mine = Q(team__memberships__user=user) & (Q(shared=True) | Q(created_by=user))
+        return self.filter(mine).distinct()
+
+    def manageable_by(self, user) -> EnvironmentQuerySet:
+        """Those a person may change (revise, build, share): their own, and as team admin the
+        team's shared ones (staff: all)."""
+        if user.is_staff:
+            return self.all()
+        admin = Q(team__memberships__user=user, team__memberships__role=Role.TEAM_ADMIN, shared=True)
+        own = Q(team__memberships__user=user, created_by=user)
+        return self.filter(admin | own).distinct()
+
+
+class Environment(models.Model):
+    """A team's named, versioned recipe: a catalog image as base plus pip and apt packages,
+    env vars (secret ones sealed), a default profile and a start-up script.
+
+    Its builds go through the catalog's build machinery: `image` is a catalog entry of its own,
+    hidden from the catalog (`ImageQuerySet.catalog`), whose revisions are this environment's
+    builds. Private environments are seen by their creator only; shared ones by the team.
+    """
+
+    slug = models.SlugField(max_length=36, unique=True, validators=[slug_validator])
+    name = models.CharField(max_length=100)
+    description = models.TextField(blank=True)
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="environments")
+    shared = models.BooleanField(default=True, help_text="Visible to the team's members; else only to its creator.")
+    image = models.OneToOneField(Image, on_delete=models.PROTECT, related_name="environment")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = EnvironmentQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class EnvironmentRevision(models.Model):
+    """One version of an environment's recipe, built as one catalog image revision.
+
+    Never edited once made: a change, a rebuild from the lock, a workspace saved as an
+    environment or an import each make a new revision. `from_lock` set means the build
+    installs exactly those locked files instead of resolving `pip_requirements`.
+    """
+
+    class Origin(models.TextChoices):
+        RECIPE = "recipe", "Recipe"  # created or revised by a person
+        LOCK = "lock", "Rebuilt from a lock"  # a rebuild of an earlier revision's lock
+        WORKSPACE = "workspace", "Saved from a workspace"  # packages captured from a running workspace
+        IMPORT = "import", "Imported"  # from an exported YAML file
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="revisions")
+    number = models.PositiveIntegerField()
+    image_revision = models.OneToOneField(ImageRevision, on_delete=models.PROTECT, related_name="environment_revision")
+    base_revision = models.ForeignKey(ImageRevision, on_delete=models.PROTECT, related_name="+")
+    base_digest = models.CharField(max_length=100, help_text="The exact base image it builds on.")
+    pip_requirements = models.JSONField(default=list, blank=True)
+    apt_packages = models.JSONField(default=list, blank=True)
+    from_lock = models.JSONField(default=list, blank=True, help_text="Lock lines installed with --require-hashes.")
+    env = models.JSONField(default=dict, blank=True)
+    secret_env = models.TextField(blank=True, help_text="Encrypted (portal.core.secrets).")
+    secret_env_names = models.JSONField(default=list, blank=True)
+    profile = models.ForeignKey(
+        "quotas.ResourceProfile", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    startup_script = models.TextField(blank=True)
+    origin = models.CharField(max_length=10, choices=Origin.choices, default=Origin.RECIPE)
+    note = models.CharField(max_length=300, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["environment", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["environment", "number"], name="environment_revision_number_unique")
+        ]
+
+    def __str__(self) -> str:
+        return self.ref
+
+    @property
+    def ref(self) -> str:
+        """How people and the API name it: `<slug>@<number>`."""
+        return f"{self.environment.slug}@{self.number}"
+
+    @property
+    def status(self) -> str:
+        return self.image_revision.status
+
+    @property
+    def digest(self) -> str:
+        return self.image_revision.digest
+
+    @property
+    def lock(self) -> list[str]:
+        return self.image_revision.pip_lock
+
+    @property
+    def is_ready(self) -> bool:
+        return self.image_revision.status == ImageRevision.Status.READY
+
+
+class TeamEnvironmentDefault(models.Model):
+    """The environment revision a team's admins chose as what new work starts from."""
+
+    team = models.OneToOneField(Team, on_delete=models.CASCADE, related_name="environment_default")
+    revision = models.ForeignKey(EnvironmentRevision, on_delete=models.PROTECT, related_name="+")
+    set_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    set_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.team}: {self.revision}"

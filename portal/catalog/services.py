@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import tarfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,11 +21,13 @@ from portal.audit.services import Actor, audit_record
 from portal.catalog import dockerfile
 from portal.catalog.models import Image, ImageBuild, ImageRevision, ImageStatus, SourceType
 from portal.runtime import RuntimeError_, get_backend
-from portal.runtime.base import Progress
+from portal.runtime.base import Progress, State, WorkloadSpec
 
 # Build logs and progress are written to the database at most this often (seconds), so a
 # chatty build does not turn every output line into a write; pages poll at about this rate.
 BUILD_FLUSH_INTERVAL_S = 1.0
+# A lock is a line per installed distribution; anything bigger is not one.
+LOCK_MAX_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -154,23 +159,35 @@ def image_build(*, image: Image, revision: ImageRevision | None = None, by, acto
 
     Asking again while one is queued or running returns that one.
     """
-    from portal.catalog.tasks import build_image_task
-
     revision = revision or image.revisions.order_by("-number").first()
     if revision is None or revision.image_id != image.pk:
         raise ValidationError("This image has no revision to build.")
     with transaction.atomic():
+        build, created = build_queue(revision=revision, by=by)
+        if created:
+            audit_record(
+                actor=actor,
+                action="image.build",
+                target=image,
+                details={"revision": revision.number, "build": build.pk},
+            )
+    return build
+
+
+def build_queue(*, revision: ImageRevision, by) -> tuple[ImageBuild, bool]:
+    """The build of a revision: the one queued or running, or a new one queued on the `builds`
+    queue after commit. Callers audit what they asked for. Returns (build, created)."""
+    from portal.catalog.tasks import build_image_task
+
+    with transaction.atomic():
         existing = ImageBuild.objects.filter(revision=revision, status__in=ImageBuild.Status.active()).first()
         if existing is not None:
-            return existing
+            return existing, False
         build = ImageBuild.objects.create(revision=revision, requested_by=by)
         ImageRevision.objects.filter(pk=revision.pk).update(status=ImageRevision.Status.BUILDING)
-        _refresh_status(image)
-        audit_record(
-            actor=actor, action="image.build", target=image, details={"revision": revision.number, "build": build.pk}
-        )
+        _refresh_status(revision.image)
         build_image_task.delay_on_commit(build.pk)
-    return build
+    return build, True
 
 
 def image_deprecate(*, image: Image, successor: Image | None, message: str, actor: Actor) -> Image:
@@ -239,25 +256,21 @@ def build_claim(*, build_id: int) -> ImageBuild | None:
 
 
 def build_run(*, build_id: int) -> None:
-    """Builds or pulls the revision, streaming progress and log, then records the outcome."""
+    """Builds or pulls the revision, streaming progress and log, then records the outcome:
+    digest, size, the Python packages inside and the pip lock the build wrote."""
     build = build_claim(build_id=build_id)
     if build is None:
         return
     revision = build.revision
     sink = _BuildLog(build.pk)
     backend = get_backend()
+    lock: list[str] = []
     try:
         if revision.source_type == SourceType.PULL:
             info = backend.ensure_image(revision.pull_ref, on_progress=sink)
         else:
             context = dockerfile.render(
-                dockerfile.BuildSpec(
-                    base_image=revision.base_image,
-                    apt_packages=tuple(revision.apt_packages),
-                    pip_requirements=tuple(revision.pip_requirements),
-                ),
-                ca_bundle=_ca_bundle(),
-                pip_index_url=settings.DOCKYARD_PIP_INDEX_URL,
+                build_spec_of(revision), ca_bundle=_ca_bundle(), pip_index_url=settings.DOCKYARD_PIP_INDEX_URL
             )
             sink(Progress(0, context.dockerfile))
             info = backend.build_image(
@@ -267,6 +280,7 @@ def build_run(*, build_id: int) -> None:
                 labels={"dockyard.image": revision.image.slug, "dockyard.revision": str(revision.number)},
                 on_progress=sink,
             )
+            lock = image_lock_read(backend=backend, digest=info.digest)
         packages = backend.image_python_packages(info.digest)
     except RuntimeError_ as error:
         sink.flush()
@@ -275,7 +289,48 @@ def build_run(*, build_id: int) -> None:
         _build_failed(build, error)
         return
     sink.flush()
-    _build_succeeded(build, digest=info.digest, size=info.size_bytes, packages=packages)
+    _build_succeeded(build, digest=info.digest, size=info.size_bytes, packages=packages, lock=lock)
+
+
+def build_spec_of(revision: ImageRevision) -> dockerfile.BuildSpec:
+    """What a build revision renders to; an environment's revision adds its lock, start-up
+    script and venv choice to the catalog fields."""
+    environment_revision = getattr(revision, "environment_revision", None)
+    if environment_revision is not None:
+        from portal.catalog.environments.services import environment_build_spec
+
+        return environment_build_spec(environment_revision)
+    return dockerfile.BuildSpec(
+        base_image=revision.base_image,
+        apt_packages=tuple(revision.apt_packages),
+        pip_requirements=tuple(revision.pip_requirements),
+    )
+
+
+def image_lock_read(*, backend, digest: str) -> list[str]:
+    """The lock a build wrote at /etc/dockyard/pip.lock, read from a short-lived container of
+    the image (the lock step's output is not in the log when the engine reused a cached layer,
+    so the file in the image is the one source). Empty when the image has no lock."""
+    spec = WorkloadSpec(
+        uid=str(uuid.uuid4()), kind="probe", owner="dockyard", team="dockyard", image=digest, command=("true",),
+        cpus=0.25, memory_mib=64, pids_limit=16, labels=dict(settings.DOCKYARD_WORKLOAD_LABELS),
+    )  # fmt: skip
+    handle = backend.start(spec)
+    try:
+        data = b"".join(backend.archive_get(handle, dockerfile.LOCK_PATH))
+    except RuntimeError_ as error:
+        if error.reason != "not_found":
+            raise
+        if backend.inspect(handle).state == State.MISSING:
+            # Removed under us (the reconciler takes containers no workload wants): try again.
+            raise RuntimeError_("the lock reader's container went away", reason="lock_read") from error
+        return []
+    finally:
+        backend.remove(handle, keep_data=False)
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        member = next((m for m in tar if m.isfile()), None)
+        text = tar.extractfile(member).read(LOCK_MAX_BYTES).decode("utf-8", "replace") if member else ""
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def build_give_up(*, build_id: int, error: RuntimeError_) -> None:
@@ -290,7 +345,7 @@ def _ca_bundle() -> bytes | None:
     return Path(path).read_bytes() if path else None
 
 
-def _build_succeeded(build: ImageBuild, *, digest: str, size: int, packages: list) -> None:
+def _build_succeeded(build: ImageBuild, *, digest: str, size: int, packages: list, lock: list) -> None:
     now = timezone.now()
     with transaction.atomic():
         ImageBuild.objects.filter(pk=build.pk).update(
@@ -298,7 +353,12 @@ def _build_succeeded(build: ImageBuild, *, digest: str, size: int, packages: lis
         )
         revision = build.revision
         ImageRevision.objects.filter(pk=revision.pk).update(
-            status=ImageRevision.Status.READY, digest=digest, size_bytes=size, packages=packages, built_at=now
+            status=ImageRevision.Status.READY,
+            digest=digest,
+            size_bytes=size,
+            packages=packages,
+            pip_lock=lock,
+            built_at=now,
         )
         image = Image.objects.select_for_update().get(pk=revision.image_id)
         # A newer revision already in use is not replaced by an older one finishing late.
@@ -308,8 +368,7 @@ def _build_succeeded(build: ImageBuild, *, digest: str, size: int, packages: lis
         _refresh_status(image)
         audit_record(
             actor=Actor.system(),
-            action="image.build_finish",
-            target=image,
+            **_finish_subject(revision),
             details={"revision": revision.number, "build": build.pk, "digest": digest, "size_bytes": size},
         )
 
@@ -324,11 +383,19 @@ def _build_failed(build: ImageBuild, error: RuntimeError_) -> None:
         _refresh_status(image)
         audit_record(
             actor=Actor.system(),
-            action="image.build_finish",
-            target=image,
+            **_finish_subject(build.revision),
             outcome=Outcome.ERROR,
             details={"revision": build.revision.number, "build": build.pk, "error": error.user_message[:500]},
         )
+
+
+def _finish_subject(revision: ImageRevision) -> dict:
+    """What a finished build is recorded against: the environment it built, or the image."""
+    environment_revision = getattr(revision, "environment_revision", None)
+    if environment_revision is None:
+        return {"action": "image.build_finish", "target": revision.image}
+    environment = environment_revision.environment
+    return {"action": "environment.build_finish", "target": environment, "team": environment.team}
 
 
 class _BuildLog:

@@ -66,7 +66,7 @@ def image_create(request: HttpRequest) -> HttpResponse:
 
 @staff_required
 def image_edit(request: HttpRequest, slug: str) -> HttpResponse:
-    image = get_object_or_404(Image, slug=slug)
+    image = get_object_or_404(Image.objects.catalog(), slug=slug)
     details = ImageDetailsForm(request.POST or None, instance=Image.objects.get(pk=image.pk))
     if request.method == "POST" and details.is_valid():
         services.image_update(
@@ -83,7 +83,7 @@ def image_edit(request: HttpRequest, slug: str) -> HttpResponse:
 
 @staff_required
 def image_revise(request: HttpRequest, slug: str) -> HttpResponse:
-    image = get_object_or_404(Image, slug=slug)
+    image = get_object_or_404(Image.objects.catalog(), slug=slug)
     latest = image.revisions.order_by("-number").first()
     source = SourceForm(request.POST or None, initial=SourceForm.initial_from(latest) if latest else None)
     if request.method == "POST" and source.is_valid():
@@ -103,7 +103,7 @@ def image_revise(request: HttpRequest, slug: str) -> HttpResponse:
 @require_POST
 @staff_required
 def image_build(request: HttpRequest, slug: str) -> HttpResponse:
-    image = get_object_or_404(Image, slug=slug)
+    image = get_object_or_404(Image.objects.catalog(), slug=slug)
     revision = None
     if number := request.POST.get("revision"):
         revision = get_object_or_404(image.revisions, number=number)
@@ -118,7 +118,7 @@ def image_build(request: HttpRequest, slug: str) -> HttpResponse:
 @require_POST
 @staff_required
 def image_deprecate(request: HttpRequest, slug: str) -> HttpResponse:
-    image = get_object_or_404(Image, slug=slug)
+    image = get_object_or_404(Image.objects.catalog(), slug=slug)
     form = DeprecateForm(request.POST, image=image)
     if form.is_valid():
         services.image_deprecate(

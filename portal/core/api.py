@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
@@ -19,6 +20,10 @@ def exception_handler(exc, context):
         return None
     if isinstance(exc, ValidationError):
         errors = response.data if isinstance(response.data, dict) else {"non_field_errors": response.data}
+        # Every field maps to a list of messages, however the error was raised.
+        errors = {
+            field: messages if isinstance(messages, list | dict) else [messages] for field, messages in errors.items()
+        }
         response.data = {"detail": _sentence(errors), "errors": errors}
     elif not isinstance(response.data, dict) or "detail" not in response.data:
         response.data = {"detail": str(response.data)}
@@ -49,6 +54,7 @@ class StrictSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
+@csrf_exempt  # a POST to a mistyped path gets this 404, not a CSRF page; it changes nothing
 def api_not_found(request, *args, **kwargs) -> JsonResponse:
     """Unknown paths under /api/ answer in the API's own error shape, not an HTML page."""
     return JsonResponse({"detail": f"There is no API endpoint at {request.path}."}, status=404)

@@ -64,6 +64,33 @@ CHECKS: dict[str, Callable[[], str]] = {
 }
 
 
+def broker_warnings() -> list[str]:
+    """What is wrong with the broker's set-up though it answers: a Redis that may evict keys
+    can silently drop queued tasks when it fills up."""
+    url = settings.CELERY_BROKER_URL
+    if not url.startswith(("redis://", "rediss://")):
+        return []
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=settings.DOCKYARD_READY_CONNECT_TIMEOUT_S,
+                                  socket_timeout=settings.DOCKYARD_READY_CONNECT_TIMEOUT_S)  # fmt: skip
+    try:
+        try:
+            policy = client.config_get("maxmemory-policy").get("maxmemory-policy", "")
+        except redis.ResponseError:  # CONFIG disabled (managed Redis): INFO says it too
+            policy = client.info("memory").get("maxmemory_policy", "")
+    except redis.RedisError:
+        return []
+    finally:
+        client.close()
+    if policy and policy != "noeviction":
+        return [
+            f"Redis maxmemory-policy is {policy}: set it to noeviction, "
+            "or queued tasks may be evicted when memory is full."
+        ]
+    return []
+
+
 def run_checks() -> dict[str, str]:
     results: dict[str, str] = {}
     for name, check in CHECKS.items():
@@ -81,6 +108,9 @@ def run_checks() -> dict[str, str]:
 @never_cache
 def readyz(request: HttpRequest) -> JsonResponse:
     """200 when every component answers, else 503; the body names each component's state."""
-    results = run_checks()
+    results: dict = run_checks()
     ready = all(value == OK for value in results.values())
+    warnings = broker_warnings() if results.get("broker") == OK else []
+    if warnings:
+        results["warnings"] = warnings  # reported, but not a reason to take the portal out of service
     return JsonResponse(results, status=200 if ready else 503)

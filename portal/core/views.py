@@ -10,13 +10,3 @@ from django.shortcuts import render
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
     return render(request, "core/home.html")
-
-
-def section(template: str):
-    """A page of the main navigation whose content its own section fills in."""
-
-    @login_required
-    def view(request: HttpRequest) -> HttpResponse:
-        return render(request, template)
-
-    return view

@@ -22,6 +22,8 @@ from portal.quotas.models import (
     LIMIT_FIELDS,
     Allocation,
     GpuDevice,
+    QueuedRequest,
+    QueueState,
     ResourceProfile,
     TeamQuota,
     UserQuota,
@@ -401,3 +403,17 @@ def gpu_utilisation_daily(*, days: int) -> dict:
 
 def profile_list() -> QuerySet[ResourceProfile]:
     return ResourceProfile.objects.filter(is_active=True)
+
+
+def queue_positions(*, uids) -> dict:
+    """Place in the admission queue of each of these waiting workloads (1 = next), in one query.
+
+    The queue is ordered by priority, then fair share between teams, then age; this counts
+    the waiting requests ahead by priority and age, so it is a guide, not a promise.
+    """
+    wanted = set(uids)
+    if not wanted:
+        return {}
+    entries = QueuedRequest.objects.filter(state=QueueState.WAITING).order_by("-priority", "enqueued_at")
+    order = entries.values_list("workload_uid", flat=True)
+    return {uid: place for place, uid in enumerate(order, start=1) if uid in wanted}

@@ -8,6 +8,7 @@ from django.core.cache import cache
 from portal.audit.services import Actor
 from portal.quotas.services import admission_pass
 from portal.quotas.services.queue import ADMISSION_QUEUED_FLAG
+from portal.runtime import RuntimeError_
 
 
 @shared_task(name="quotas.admission_pass", acks_late=True)
@@ -32,3 +33,15 @@ def inventory_sync_task() -> dict:
 
     result = gpu_inventory_discover(actor=Actor.system())
     return {"added": result.added, "changed": result.changed, "missing": result.missing}
+
+
+@shared_task(name="quotas.team_sync", acks_late=True, autoretry_for=(RuntimeError_,), retry_backoff=2, max_retries=5)
+def team_sync_task(team_id: int) -> None:
+    """Mirrors a team's changed limits into the runtime (a no-op on Docker). Idempotent."""
+    from portal.accounts.models import Team
+    from portal.quotas.services.quota import team_runtime_limits
+    from portal.runtime import get_backend
+
+    team = Team.objects.filter(pk=team_id).first()
+    if team is not None:
+        get_backend().team_sync(team.slug, team_runtime_limits(team=team))

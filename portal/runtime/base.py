@@ -54,6 +54,18 @@ class Mount:
 
 
 @dataclass(frozen=True)
+class FileDrop:
+    """Files put into the container before it starts: a tar archive unpacked at `path`.
+
+    Entries keep the owner and mode the archive gives them (e.g. root-owned and read-only, so
+    the workload's user can read but not change them).
+    """
+
+    path: str
+    archive: bytes
+
+
+@dataclass(frozen=True)
 class WorkloadSpec:
     """Everything a backend needs to run one workload."""
 
@@ -72,7 +84,17 @@ class WorkloadSpec:
     mounts: tuple[Mount, ...] = ()
     ports: tuple[int, ...] = ()  # container ports the portal connects to (e.g. Jupyter's)
     labels: dict[str, str] = field(default_factory=dict)
+    files: tuple[FileDrop, ...] = ()
     user: str = "1000:100"  # uid 1000, group "users": the user catalog images are built with
+    # Kubernetes only (Docker places GPUs by gpu_device_ids and ignores these): the cluster's
+    # scheduler picks GPUs by count and model; a job may span `nodes` pods (an Indexed Job).
+    gpus: int = 0
+    gpu_model: str = ""  # the node label nvidia.com/gpu.product to require, e.g. "NVIDIA-A100-SXM4-80GB"
+    nodes: int = 1
+    # The team's limits, mirrored into its namespace's ResourceQuota (Kubernetes): keys cpus,
+    # memory_gib, gpus, pods; a missing key is no limit.
+    team_limits: dict = field(default_factory=dict)
+    timeout_s: int | None = None  # a job's time limit; Kubernetes sets it as the Job's deadline
 
     def all_labels(self) -> dict[str, str]:
         return {
@@ -112,6 +134,8 @@ class Observed:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    node: str = ""  # where it was scheduled (Kubernetes: the node name(s))
+    message: str = ""  # detail for the user, e.g. the scheduler's "0/3 nodes are available: ..."
 
 
 @dataclass(frozen=True)
@@ -180,9 +204,22 @@ class RuntimeBackend(Protocol):
 
     def logs(self, handle: Handle, since: datetime | None = None, follow: bool = False) -> Iterator[str]: ...
 
-    def list_managed(self) -> list[Observed]:
-        """Everything on the backend labelled as Dockyard's."""
+    def archive_get(self, handle: Handle, path: str) -> Iterator[bytes]:
+        """A tar stream of `path` inside the workload (running or exited), read in chunks.
+
+        Raises RuntimeError_ with reason "not_found" when the workload or the path is missing.
+        """
+
+    def list_managed(self, kind: str = "") -> list[Observed]:
+        """Everything on the backend labelled as Dockyard's (only `kind`, when given)."""
 
     def capacity(self) -> list[NodeCapacity]: ...
 
+    def engine_started_at(self) -> datetime | None:
+        """When the engine last (re)started, if known: what ran before it was stopped by it."""
+
     def handle_for(self, uid: str) -> Handle: ...
+
+    def team_sync(self, team: str, limits: dict) -> None:
+        """Makes the team's place on the backend match its limits (Kubernetes: the namespace,
+        its ResourceQuota and NetworkPolicy). Keys of `limits`: cpus, memory_gib, gpus, pods."""

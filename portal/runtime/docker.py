@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import tarfile
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cached_property
+from pathlib import Path
 
 import docker
 from django.conf import settings
@@ -37,6 +39,10 @@ from portal.runtime.manifests import container_name, docker_container_config, vo
 API_TIMEOUT_S = 30
 # Builds and pulls stream for minutes; their calls get a longer read timeout.
 BUILD_TIMEOUT_S = 3600
+# Where a local engine writes its process id (Debian's dockerd default).
+DOCKERD_PID_FILE = "/var/run/docker.pid"
+# Bytes per read when copying files out of a container.
+ARCHIVE_CHUNK = 1024 * 1024
 
 STATES = {
     "created": State.CREATED,
@@ -84,6 +90,9 @@ class DockerBackend:
 
     def handle_for(self, uid: str) -> Handle:
         return Handle(uid=uid, name=container_name(uid))
+
+    def team_sync(self, team: str, limits: dict) -> None:
+        """Nothing to do on one host: teams share the engine, and quotas are Dockyard's own."""
 
     def ping(self) -> None:
         try:
@@ -224,6 +233,8 @@ class DockerBackend:
             new_volumes = self._ensure_volumes(spec)
             container = self._create(spec, new_volumes)
             if container.status == "created":
+                for drop in spec.files:
+                    container.put_archive(drop.path, drop.archive)
                 container.start()
         except ImageNotFound:
             self._undo_failed_start(handle, new_volumes)
@@ -369,9 +380,7 @@ class DockerBackend:
 
     def stop(self, handle: Handle, grace_s: int = 10) -> None:
         try:
-            container = self._find(handle)
-            if container is not None and container.status in ("running", "restarting", "paused"):
-                container.stop(timeout=grace_s)
+            self.client.api.stop(handle.name, timeout=grace_s)  # an ended container answers "not modified"
         except NotFound:
             pass
         except (DockerException, OSError) as error:
@@ -379,9 +388,10 @@ class DockerBackend:
 
     def remove(self, handle: Handle, keep_data: bool = True) -> None:
         try:
-            container = self._find(handle)
-            if container is not None:
-                container.remove(force=True)
+            try:
+                self.client.api.remove_container(handle.name, force=True)  # one call, no inspect first
+            except NotFound:
+                pass
             if not keep_data:
                 for volume in self.client.volumes.list(filters={"label": f"{LABEL_UID}={handle.uid}"}):
                     volume.remove(force=True)
@@ -406,12 +416,40 @@ class DockerBackend:
         if pending:
             yield pending.decode("utf-8", "replace")
 
-    def list_managed(self) -> list[Observed]:
+    def archive_get(self, handle: Handle, path: str) -> Iterator[bytes]:
         try:
-            containers = self.client.containers.list(all=True, filters={"label": f"{LABEL_MANAGED}=true"})
+            stream, _ = self.client.api.get_archive(handle.name, path, chunk_size=ARCHIVE_CHUNK)
+        except (DockerException, OSError) as error:
+            raise _engine_error(error, f"reading {path} of {handle.name}") from error
+        return stream
+
+    def list_managed(self, kind: str = "") -> list[Observed]:
+        # Only this installation's workloads: DOCKYARD_WORKLOAD_LABELS tell apart installations
+        # (or test runs) sharing one engine.
+        scope = [f"{key}={value}" for key, value in settings.DOCKYARD_WORKLOAD_LABELS.items()]
+        labels = [f"{LABEL_MANAGED}=true", *scope, *([f"{LABEL_KIND}={kind}"] if kind else [])]
+        try:
+            # ignore_removed: a container removed while the list is read is simply not in it.
+            containers = self.client.containers.list(all=True, filters={"label": labels}, ignore_removed=True)
         except (DockerException, OSError) as error:
             raise _engine_error(error, "listing workloads") from error
         return [self._observed(c.attrs) for c in containers]
+
+    def engine_started_at(self) -> datetime | None:
+        """When the engine's current process started, if it runs on this machine (read from
+        /proc); None for a remote engine. A workload container started before this was
+        stopped by an engine restart."""
+        if self.base_url and not self.base_url.startswith("unix://"):
+            return None
+        try:
+            pid = int(Path(DOCKERD_PID_FILE).read_text().strip())
+            start_ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+            boot = next(
+                int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime")
+            )
+        except (OSError, ValueError, IndexError, StopIteration):
+            return None
+        return datetime.fromtimestamp(boot + start_ticks / os.sysconf("SC_CLK_TCK"), tz=UTC)
 
     def capacity(self) -> list[NodeCapacity]:
         try:

@@ -20,6 +20,9 @@ class Workload(models.Model):
     image = models.ForeignKey("catalog.Image", on_delete=models.PROTECT, related_name="+")
     image_revision = models.ForeignKey("catalog.ImageRevision", on_delete=models.PROTECT, related_name="+")
     image_digest = models.CharField(max_length=100)
+    environment_revision = models.ForeignKey(
+        "catalog.EnvironmentRevision", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     profile = models.ForeignKey("quotas.ResourceProfile", on_delete=models.PROTECT, related_name="+")
     cpus = models.DecimalField(max_digits=6, decimal_places=2)
     memory_gib = models.DecimalField(max_digits=8, decimal_places=2)

@@ -82,3 +82,9 @@ def workload_event_add(
         percent=percent,
         level=level,
     )
+
+
+def workload_admitted_message(workload: Workload) -> str:
+    """The "admitted" event people see: what the workload holds."""
+    gpus = f", {workload.gpus} GPU(s)" if workload.gpus else ""
+    return f"Admitted: {float(workload.cpus):g} CPU, {float(workload.memory_gib):g} GiB{gpus}"

@@ -19,8 +19,13 @@ def test_rendered_dockerfile_installs_what_was_asked_as_a_non_root_user():
     lines = context.dockerfile.splitlines()
     assert lines[0] == "FROM dockyard/base:bookworm"
     assert any("apt-get install -y --no-install-recommends git" in line for line in lines)
-    assert "RUN pip install --disable-pip-version-check -r /etc/dockyard/requirements.txt" in lines
-    assert lines[-3:] == ["USER 1000:100", "ENV HOME=/home/jovyan", "WORKDIR /home/jovyan"]
+    user_from = lines.index("USER 1000:100")
+    install = next(
+        i for i, line in enumerate(lines) if line.startswith("RUN pip install -r /etc/dockyard/requirements.txt")
+    )
+    assert user_from < install  # pip runs as the workload's user, who owns the venv
+    assert "--report" in lines[install] and "> /etc/dockyard/pip.lock" in lines[install]
+    assert lines[-1] == "WORKDIR /home/jovyan"
     assert context.files["requirements.txt"] == b"numpy>=2\n"
     assert context.files["ca-certificates.crt"] == b"CERT"
     assert any(line.startswith("ENV PIP_CERT=") for line in lines)
@@ -62,3 +67,26 @@ def test_image_references_are_accepted(ref):
 def test_bad_image_references_are_refused(ref):
     with pytest.raises(ValidationError):
         dockerfile.clean_image_reference(ref)
+
+
+def test_a_lock_is_installed_with_hashes_and_no_resolving():
+    lock = ("six==1.17.0 --hash=sha256:" + "a" * 64,)
+    context = dockerfile.render(dockerfile.BuildSpec(base_image="b", pip_requirements=("six",), pip_lock=lock))
+
+    assert "RUN pip install --require-hashes --no-deps -r /etc/dockyard/pip.lock" in context.dockerfile
+    assert "--report" not in context.dockerfile
+    assert context.files["pip.lock"] == lock[0].encode() + b"\n"
+
+
+def test_a_start_up_script_is_part_of_the_image_and_runs_before_the_command():
+    context = dockerfile.render(dockerfile.BuildSpec(base_image="b", startup_script="export A=1\n"))
+
+    assert "COPY startup.sh /etc/dockyard/startup.sh" in context.dockerfile
+    command = dockerfile.startup_command(("python3", "train.py"))
+    assert command[:2] == ("/bin/sh", "-c") and command[-2:] == ("python3", "train.py")
+
+
+@pytest.mark.parametrize("line", ["six==1.17.0", "six>=1 --hash=sha256:" + "a" * 64, "six==1 --hash=md5:abc"])
+def test_lock_lines_without_an_exact_version_and_sha256_are_refused(line):
+    with pytest.raises(ValidationError):
+        dockerfile.clean_pip_lock([line])

@@ -43,3 +43,26 @@ def test_readyz_names_a_broker_that_does_not_answer(client):
     assert body["broker"] != "ok" and "Error" in body["broker"]
     assert body["worker"] == "not checked: the broker is not reachable"
     assert body["database"] == "ok"
+
+
+def test_readyz_warns_about_a_redis_that_may_evict_tasks(client, tmp_path, settings):
+    import subprocess
+
+    import redis
+
+    from tests.processes import free_port
+
+    port = free_port()
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--maxmemory-policy", "allkeys-lru", "--dir", str(tmp_path)],
+                              stdout=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_for(lambda: redis.Redis(port=port).ping(), timeout=20, what="Redis to answer")
+        settings.CELERY_BROKER_URL = f"redis://127.0.0.1:{port}/0"
+        settings.CELERY_BROKER_TRANSPORT_OPTIONS = {}
+        status, body = readyz(client)
+        assert body["broker"] == "ok" and "allkeys-lru" in body["warnings"][0]
+        assert status == 503, "no worker listens on this broker; the warning alone would not make it 503"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

@@ -66,7 +66,13 @@ class Portal:
 
 
 @pytest.fixture
-def portal(transactional_db, tmp_path, settings, engine):
+def portal_env() -> dict[str, str]:
+    """Extra settings for the portal's processes (a test module may override this fixture)."""
+    return {}
+
+
+@pytest.fixture
+def portal(transactional_db, tmp_path, settings, engine, portal_env):
     """uvicorn serving the ASGI app (portal + proxy) and a worker on the runtime queues."""
     port = free_port()
     env = {
@@ -76,6 +82,7 @@ def portal(transactional_db, tmp_path, settings, engine):
         "DOCKYARD_WORKSPACE_READY_POLL_S": "0.2",
         # Everything the worker makes carries this run's label: the `engine` fixture removes it.
         "DOCKYARD_WORKLOAD_LABELS": f"{RUN_LABEL}={TEST_RUN}",
+        **portal_env,
     }
     settings.DOCKYARD_NOTEBOOK_PORT = str(port)
     settings.DOCKYARD_PORTAL_URL = f"http://127.0.0.1:{port}"
@@ -105,7 +112,7 @@ def small(transactional_db):
     return ResourceProfile.objects.create(slug="small", name="Small", cpus=1, memory_gib=1)
 
 
-def _built_image(slug: str, *, pip=(), command=()):
+def built_image(slug: str, *, pip=(), command=()):
     source = SourceSpec(source_type=SourceType.BUILD, base_image=settings.DOCKYARD_BASE_IMAGE, pip_requirements=pip)
     image = catalog_services.image_create(
         slug=slug,
@@ -123,13 +130,13 @@ def _built_image(slug: str, *, pip=(), command=()):
 
 @pytest.fixture
 def echo_image(transactional_db, image_slug):
-    return _built_image(image_slug, command=["python3", "-c", ECHO_SERVER])
+    return built_image(image_slug, command=["python3", "-c", ECHO_SERVER])
 
 
 @pytest.fixture
 def jupyter_image(transactional_db, image_slug):
     pip = ("jupyterlab>=4", "numpy>=2", "pandas>=2", "matplotlib>=3.8")
-    return _built_image(image_slug, pip=pip, command=JUPYTER)
+    return built_image(image_slug, pip=pip, command=JUPYTER)
 
 
 def wait_state(portal: Portal, token: str, workspace_id, state: str, timeout: float = 120) -> dict:

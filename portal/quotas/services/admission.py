@@ -17,7 +17,16 @@ from portal.audit.models import Outcome
 from portal.audit.services import Actor, audit_record
 from portal.quotas import selectors
 from portal.quotas.limits import Usage, limits_check, limits_of
-from portal.quotas.models import Allocation, AllocationGpu, GpuDevice, QueuedRequest, QueueState, TeamQuota, UserQuota
+from portal.quotas.models import (
+    Allocation,
+    AllocationGpu,
+    GpuDevice,
+    GpuHealth,
+    QueuedRequest,
+    QueueState,
+    TeamQuota,
+    UserQuota,
+)
 from portal.quotas.placement import FreeGpu, FreePool
 from portal.quotas.values import AdmissionRequest, Refusal, WorkloadRef
 
@@ -60,6 +69,26 @@ def admit_preview(*, request: AdmissionRequest) -> Refusal | None:
     return refusal
 
 
+def admission_never_fits(*, request: AdmissionRequest) -> Refusal | None:
+    """A refusal if the request could not be admitted even with nothing else running: it asks
+    for more than a limit allows, or more GPUs (of its model) than any one node has. Such
+    work is refused outright rather than queued for ever."""
+    team_quota = TeamQuota.objects.filter(team=request.team).first() or TeamQuota(team=request.team)
+    user_quota = UserQuota.objects.filter(team=request.team, user=request.user).first()
+    refusal = request_check(
+        request=request, team_limits=limits_of(team_quota), user_limits=limits_of(user_quota),
+        team_used=Usage(), user_used=Usage(),
+    )  # fmt: skip
+    if refusal is None and request.resources.gpus:
+        rows = GpuDevice.objects.filter(health=GpuHealth.HEALTHY).values_list(
+            "pk", "node_id", "node__name", "index", "model"
+        )
+        pool = FreePool(FreeGpu(*row) for row in rows)
+        if pool.pick(count=request.resources.gpus, model=request.resources.gpu_model) is None:
+            refusal = inventory_refusal(request=request, pool=pool)
+    return refusal
+
+
 def release(*, workload: WorkloadRef, actor: Actor, reason: str = "") -> Allocation | None:
     """Closes the workload's allocation (and drops it from the queue if it still waits).
 
@@ -97,6 +126,11 @@ def allocation_open_for(*, workload: WorkloadRef) -> Allocation | None:
     return Allocation.objects.filter(
         workload_kind=workload.kind, workload_uid=workload.uid, closed_at__isnull=True
     ).first()
+
+
+def allocation_device_ids(*, allocation: Allocation) -> list[str]:
+    """The UUIDs of the GPUs an allocation holds, in device order (for the runtime)."""
+    return list(allocation.gpu_rows.order_by("device__index").values_list("device__uuid", flat=True))
 
 
 # --- Locks ------------------------------------------------------------------------------------
@@ -234,6 +268,9 @@ def admission_details(*, request: AdmissionRequest, gpus: list[FreeGpu]) -> dict
 
 
 def _audit_refusal(*, request: AdmissionRequest, refusal: Refusal, actor: Actor) -> None:
+    from portal.core.metrics import ADMISSION_REFUSALS
+
+    ADMISSION_REFUSALS.labels(scope=refusal.scope, limit=refusal.dimension).inc()
     audit_record(
         actor=actor,
         action="quota.admit",

@@ -130,7 +130,7 @@ def admission_pass_soon() -> None:
         if cache.add(ADMISSION_QUEUED_FLAG, 1, timeout=settings.DOCKYARD_ADMISSION_PASS_PENDING_TTL_S):
             admission_pass_task.delay()
 
-    transaction.on_commit(enqueue)
+    transaction.on_commit(enqueue, robust=True)  # a broker or cache outage: beat runs a pass anyway
 
 
 # --- The admission pass -----------------------------------------------------------------------

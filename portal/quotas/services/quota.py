@@ -29,7 +29,23 @@ def team_quota_set(*, team: Team, changes: dict, by: User, actor: Actor) -> Team
     with transaction.atomic():
         quota = team_quota_lock(team_ids=[team.pk])[team.pk]
         _apply(quota=quota, changes=changes, actor=actor, team=team, scope="team")
+        _sync_backend_soon(team)
     return quota
+
+
+def team_runtime_limits(*, team: Team) -> dict:
+    """The team's limits as the runtime mirrors them (e.g. a Kubernetes ResourceQuota, as
+    defence in depth): cpus, memory_gib, gpus; a missing key is no limit."""
+    quota = TeamQuota.objects.filter(team=team).first()
+    limits = limits_of(quota)
+    return {key: float(limits[key]) if key != "gpus" else int(limits[key])
+            for key in ("cpus", "memory_gib", "gpus") if limits.get(key) is not None}  # fmt: skip
+
+
+def _sync_backend_soon(team: Team) -> None:
+    from portal.quotas.tasks import team_sync_task
+
+    team_sync_task.delay_on_commit(team.pk)
 
 
 def user_quota_set(*, team: Team, user: User, changes: dict, by: User, actor: Actor) -> UserQuota:

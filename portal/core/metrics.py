@@ -1,0 +1,91 @@
+"""Prometheus metrics: counters and histograms the processes update, and gauges read from the
+database when /metrics is scraped.
+
+Web, worker and beat are separate processes: they share their counters through files in
+PROMETHEUS_MULTIPROC_DIR (set in settings, cleared by `make run` at start-up), and /metrics adds
+them up. The database gauges are the same whichever web process answers.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Min, Q
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client.core import GaugeMetricFamily
+
+RECONCILE_CORRECTIONS = Counter(
+    "dockyard_reconcile_corrections_total", "Corrections made by reconcile passes.", ["kind", "workload_kind"]
+)
+ADMISSION_REFUSALS = Counter(
+    "dockyard_admission_refusals_total", "Admissions refused, by the limit that refused them.", ["scope", "limit"]
+)
+WORKSPACE_LAUNCH = Histogram(
+    "dockyard_workspace_launch_seconds",
+    "From admission to JupyterLab answering, per workspace start.",
+    buckets=(1, 2, 3, 5, 8, 13, 20, 30, 60, 120, 300),
+)
+TASK_FAILURES = Counter("dockyard_task_failures_total", "Celery tasks that raised, by task name.", ["task"])
+
+
+class StateCollector:
+    """Gauges computed from the database at scrape time: always the whole installation's truth."""
+
+    def collect(self):
+        from jobs.models import Job
+        from portal.quotas.models import GpuDevice, QueuedRequest, QueueState
+        from workspaces.models import Workspace
+
+        workloads = GaugeMetricFamily("dockyard_workloads", "Workloads by kind and state.", labels=["kind", "state"])
+        for model in (Workspace, Job):
+            for row in model.objects.values("state").annotate(n=Count("pk")).order_by():
+                workloads.add_metric([model.KIND, row["state"]], row["n"])
+        yield workloads
+
+        waiting = QueuedRequest.objects.filter(state=QueueState.WAITING)
+        queue = waiting.aggregate(n=Count("pk"), oldest=Min("enqueued_at"))
+        yield GaugeMetricFamily("dockyard_queue_length", "Requests waiting for admission.", value=queue["n"])
+        oldest = (timezone.now() - queue["oldest"]).total_seconds() if queue["oldest"] else 0
+        yield GaugeMetricFamily(
+            "dockyard_queue_oldest_wait_seconds", "How long the oldest request waits.", value=oldest
+        )
+
+        total = GaugeMetricFamily(
+            "dockyard_gpus", "GPUs in the inventory, per node and model.", labels=["node", "model"]
+        )
+        used = GaugeMetricFamily("dockyard_gpus_allocated", "GPUs with an open allocation.", labels=["node", "model"])
+        rows = (
+            GpuDevice.objects.values("node__name", "model")
+            .annotate(n=Count("pk", distinct=True),
+                      busy=Count("allocations", filter=Q(allocations__closed_at__isnull=True), distinct=True))
+            .order_by()
+        )  # fmt: skip
+        for row in rows:
+            total.add_metric([row["node__name"], row["model"]], row["n"])
+            used.add_metric([row["node__name"], row["model"]], row["busy"])
+        yield total
+        yield used
+
+
+def metrics_text() -> bytes:
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    registry.register(StateCollector())
+    return generate_latest(registry)
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """Prometheus's scrape target. With DOCKYARD_METRICS_TOKEN set, it needs
+    `Authorization: Bearer <token>`; without, it answers only this machine and staff."""
+    token = settings.DOCKYARD_METRICS_TOKEN
+    if token:
+        sent = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if not hmac.compare_digest(sent.encode(), token.encode()):
+            raise PermissionDenied("A metrics token is needed.")
+    elif request.META.get("REMOTE_ADDR") not in ("127.0.0.1", "::1") and not request.user.is_staff:
+        raise PermissionDenied("Metrics are served to this machine, staff, or with DOCKYARD_METRICS_TOKEN.")
+    return HttpResponse(metrics_text(), content_type=CONTENT_TYPE_LATEST)
