@@ -181,6 +181,8 @@ def test_delete_with_delete_data_removes_the_home_volume(portal, people, echo_wo
 
     assert api.delete(f"/api/v1/workspaces/{echo_workspace['id']}/?delete_data=1").status_code == 204
 
+    # the volume goes first, then the row (in the same step, after the container is removed)
     wait_for(lambda: not engine.volumes.list(filters={"name": volume}), timeout=60, what="the volume to go")
-    assert api.get(f"/api/v1/workspaces/{echo_workspace['id']}/").status_code == 404
+    wait_for(lambda: api.get(f"/api/v1/workspaces/{echo_workspace['id']}/").status_code == 404,
+             timeout=30, what="the workspace to be gone from the API")  # fmt: skip
     assert AuditEvent.objects.filter(action="workspace.delete", details__delete_data=True).count() == 1
