@@ -46,6 +46,7 @@ from portal.quotas.values import AdmissionRequest, Resources, WorkloadRef
 from portal.runtime import RuntimeError_, get_backend
 from portal.runtime.base import FileDrop, Mount, State, WorkloadSpec
 from portal.workloads.models import WorkloadEvent
+from portal.workloads.reconcile import engine_restarted
 from portal.workloads.services import (
     IllegalTransition,
     workload_admitted_message,
@@ -484,8 +485,6 @@ def jobs_watch() -> WatchResult:
     running = list(Job.objects.filter(state=S.RUNNING).values_list("pk", "deadline", "metrics_read_at"))
     settling = retried = 0
     if running:
-        from portal.workloads.reconcile import engine_restarted
-
         backend = get_backend()
         observed = {o.uid: o for o in backend.list_managed(kind=Job.KIND)}
         started_at = backend.engine_started_at()
@@ -557,6 +556,8 @@ def _settle(*, job_id: str, cause: str) -> str | None:
         if timed_out:
             backend.stop(handle, grace_s=settings.DOCKYARD_JOB_STOP_GRACE_S)
             observed = backend.inspect(handle)
+        elif not cause and engine_restarted(observed, backend.engine_started_at()):
+            cause = "engine restarted"  # whoever queued this settle could not tell; the container can
         outcome = _outcome(job, observed, timed_out=timed_out, cause=cause)
     elif job.state in S.final():
         backend.stop(handle, grace_s=settings.DOCKYARD_JOB_STOP_GRACE_S)
