@@ -73,7 +73,7 @@ class JobOut(serializers.ModelSerializer):
             "gpus", "command", "shell", "parameters", "env", "secret_env", "code_sha256", "code_source",
             "priority", "timeout_s", "max_retries", "nodes", "attempt", "retry_at", "exit_code", "reason",
             "error_message", "metrics_last", "queue_position", "experiment", "rerun_of", "created_at", "started_at",
-            "stopped_at",
+            "stopped_at", "node",
         ]  # fmt: skip
 
     @extend_schema_field(OpenApiTypes.ANY)

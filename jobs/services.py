@@ -44,13 +44,14 @@ from portal.quotas.services.queue import queue_cancel, queue_enqueue
 from portal.quotas.services.quota import team_runtime_limits
 from portal.quotas.values import AdmissionRequest, Resources, WorkloadRef
 from portal.runtime import RuntimeError_, get_backend
-from portal.runtime.base import FileDrop, Mount, State, WorkloadSpec
+from portal.runtime.base import WAITING_FOR_CAPACITY, FileDrop, Mount, State, WorkloadSpec
 from portal.workloads.models import WorkloadEvent
 from portal.workloads.reconcile import engine_restarted
 from portal.workloads.services import (
     IllegalTransition,
     workload_admitted_message,
     workload_event_add,
+    workload_note_waiting,
     workload_transition,
 )
 
@@ -425,7 +426,8 @@ def job_run_start(*, job_id: str) -> bool:
             raise RuntimeError_(
                 str(error), reason="spec", permanent=True, user_message=f"The job cannot start: {error}"
             ) from error
-        backend.start(runtime_spec)
+        handle = backend.start(runtime_spec)
+        observed = backend.inspect(handle)
     except RuntimeError_ as error:
         if not error.permanent:
             raise
@@ -433,7 +435,26 @@ def job_run_start(*, job_id: str) -> bool:
         return False
     except IllegalTransition:
         return False  # cancelled while the image was fetched: nothing was started
+    return _observe_start(job, observed)
+
+
+def _observe_start(job: Job, observed) -> bool:
+    """Starting → running once the backend runs the attempt (or already ran it). While its pods
+    wait (scheduled nowhere yet, pulling the image, queued in Kueue) the job stays starting, its
+    timeout clock not yet going, and the owner sees why; held up by a problem for longer than
+    DOCKYARD_JOB_START_TIMEOUT_S, it fails. True if the job now runs."""
     now = timezone.now()
+    if observed.state == State.CREATED:
+        workload_note_waiting(workload=job, observed=observed)
+        stuck = observed.reason and observed.reason not in WAITING_FOR_CAPACITY
+        if stuck and (now - job.state_changed_at).total_seconds() >= settings.DOCKYARD_JOB_START_TIMEOUT_S:
+            problem = observed.message or observed.reason
+            job_fail_to_start(job=job, error=RuntimeError_(
+                f"held up by {observed.reason}: {problem}", reason=observed.reason, permanent=True,
+                user_message=f"The job could not start: {problem}"[:500]))  # fmt: skip
+            return False
+        jobs_watch_soon()  # the watch pass moves it on once it runs
+        return False
     deadline = now + timedelta(seconds=job.timeout_s) if job.timeout_s else None
     try:
         with transaction.atomic():
@@ -442,13 +463,14 @@ def job_run_start(*, job_id: str) -> bool:
                 S.RUNNING,
                 actor=Actor.system(),
                 step="running",
-                message=f"Attempt {job.attempt} running",
-                fields={"started_at": job.started_at or now, "deadline": deadline},
+                message=f"Attempt {job.attempt} running" + (f" on {observed.node}" if observed.node else ""),
+                fields={"started_at": job.started_at or now, "deadline": deadline, "node": observed.node},
             )
             JobAttempt.objects.filter(job=job, number=job.attempt).update(started_at=now)
     except IllegalTransition:
-        _queue_settle(job)  # cancelled while starting: the settle step removes what was made
-        return False
+        if Job.objects.filter(pk=job.pk, state__in=S.final()).exists():
+            _queue_settle(job)  # cancelled while starting: the settle step removes what was made
+        return False  # or another pass moved it to running first
     jobs_watch_soon()
     return True
 
@@ -483,8 +505,9 @@ def jobs_watch() -> WatchResult:
     refresh, and ended jobs that still hold quota. One engine call for all running jobs."""
     now = timezone.now()
     running = list(Job.objects.filter(state=S.RUNNING).values_list("pk", "deadline", "metrics_read_at"))
+    starting = list(Job.objects.filter(state=S.STARTING).select_related("owner", "team"))
     settling = retried = 0
-    if running:
+    if running or starting:
         backend = get_backend()
         observed = {o.uid: o for o in backend.list_managed(kind=Job.KIND)}
         started_at = backend.engine_started_at()
@@ -495,8 +518,18 @@ def jobs_watch() -> WatchResult:
             if ended or (deadline is not None and now >= deadline):
                 cause = "engine restarted" if ended and engine_restarted(seen, started_at) else ""
                 settling += _queue_settle_once(pk, cause=cause)
-            elif metrics_read_at is None or now - metrics_read_at >= interval:
+                continue
+            if seen.state == State.CREATED:  # suspended again (Kueue preempted it): it says so
+                workload_note_waiting(workload=Job.objects.get(pk=pk), observed=seen)
+            if metrics_read_at is None or now - metrics_read_at >= interval:
                 job_metrics_refresh(job=Job.objects.get(pk=pk))
+        for job in starting:
+            seen = observed.get(job.uid)
+            if seen is None:
+                continue  # the start step is still making it (the reconciler re-drives a lost one)
+            if seen.state == State.CREATED:
+                seen = backend.inspect(backend.handle_for(job.uid))  # with the image pull's progress
+            _observe_start(job, seen)
     for job in Job.objects.filter(state=S.QUEUED, retry_at__lte=now).select_related("owner", "team", "profile"):
         with transaction.atomic():
             updated = Job.objects.filter(pk=job.pk, state=S.QUEUED, retry_at__isnull=False).update(retry_at=None)

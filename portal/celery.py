@@ -86,3 +86,15 @@ def _warn_about_broker(**kwargs) -> None:
 
     for warning in broker_warnings():
         logging.getLogger("portal.celery").warning(warning)
+
+
+@worker_ready.connect
+def _serve_worker_metrics(**kwargs) -> None:
+    """With DOCKYARD_WORKER_METRICS_PORT set, this worker serves its counters for Prometheus."""
+    from django.conf import settings
+
+    if settings.DOCKYARD_WORKER_METRICS_PORT:
+        from portal.core.metrics import worker_metrics_serve
+
+        worker_metrics_serve(port=settings.DOCKYARD_WORKER_METRICS_PORT,
+                             address=settings.DOCKYARD_WORKER_METRICS_ADDRESS)  # fmt: skip

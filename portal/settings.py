@@ -27,6 +27,12 @@ os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(VAR_DIR / "metrics"))
 Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
 # With a token, /metrics needs `Authorization: Bearer <token>`; without, only this machine and staff.
 DOCKYARD_METRICS_TOKEN = env.str("DOCKYARD_METRICS_TOKEN", default="")
+# A worker in its own pod or container serves its counters on this port (0: off); the web's
+# /metrics has only the counters of processes sharing its PROMETHEUS_MULTIPROC_DIR.
+DOCKYARD_WORKER_METRICS_PORT = env.int("DOCKYARD_WORKER_METRICS_PORT", default=0)
+# Every interface, so a scraper in the cluster reaches the pod; without a token, any but this
+# machine is refused.
+DOCKYARD_WORKER_METRICS_ADDRESS = env.str("DOCKYARD_WORKER_METRICS_ADDRESS", default="0.0.0.0")  # noqa: S104
 
 DEBUG = env.bool("DJANGO_DEBUG", default=True)
 SECRET_KEY = env.str("SECRET_KEY", default="dev-only-insecure-key-change-me" if DEBUG else environ.Env.NOTSET)
@@ -296,6 +302,9 @@ DOCKYARD_JOB_RETRY_BACKOFF_S = env.float("DOCKYARD_JOB_RETRY_BACKOFF_S", default
 DOCKYARD_JOB_RETRY_BACKOFF_MAX_S = env.float("DOCKYARD_JOB_RETRY_BACKOFF_MAX_S", default=600.0)
 # Seconds a cancelled or timed-out job gets to exit after SIGTERM before it is killed.
 DOCKYARD_JOB_STOP_GRACE_S = env.int("DOCKYARD_JOB_STOP_GRACE_S", default=10)
+# A started job whose pods are held up by a problem (ImagePullBackOff, a config error) fails
+# after this long; one waiting for capacity or for Kueue's admission waits as long as it takes.
+DOCKYARD_JOB_START_TIMEOUT_S = env.int("DOCKYARD_JOB_START_TIMEOUT_S", default=600)
 # Longest timeout a job may ask for (seconds), and how many retries.
 DOCKYARD_JOB_MAX_TIMEOUT_S = env.int("DOCKYARD_JOB_MAX_TIMEOUT_S", default=7 * 24 * 3600)
 DOCKYARD_JOB_MAX_RETRIES = env.int("DOCKYARD_JOB_MAX_RETRIES", default=10)

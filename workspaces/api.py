@@ -52,7 +52,7 @@ class WorkspaceOut(serializers.ModelSerializer):
             "id", "name", "owner", "team", "image", "environment", "image_digest", "profile", "cpus", "memory_gib",
             "gpus", "state", "url", "queue_position", "estimated_start", "cull_at", "cull_explanation", "error_step",
             "error_message", "created_at",
-            "started_at", "stopped_at",
+            "started_at", "stopped_at", "node",
         ]  # fmt: skip
 
     def get_url(self, workspace: Workspace) -> str:

@@ -42,6 +42,7 @@ from portal.workloads.services import (
     IllegalTransition,
     workload_admitted_message,
     workload_event_add,
+    workload_note_waiting,
     workload_transition,
 )
 from workspaces.culling import CullDecision, Policy, cull_decide
@@ -530,16 +531,21 @@ def workspace_check_ready(*, workspace_id: str) -> bool | None:
             S.RUNNING,
             actor=Actor.system(),
             step="running",
-            message="Running",
-            fields={"endpoint": f"{endpoint.host}:{endpoint.port}"},
+            message="Running" + (f" on {observed.node}" if observed.node else ""),
+            fields={"endpoint": f"{endpoint.host}:{endpoint.port}", "node": observed.node},
         )
         return True
+    if observed.state == State.CREATED:  # its pod waits: scheduling, pulling the image
+        workload_note_waiting(workload=workspace, observed=observed)
     if timezone.now() > workspace.ready_deadline:
+        held_up = f" It was still waiting: {observed.message or observed.reason}." if observed.reason else ""
         error = RuntimeError_(
             "Jupyter did not answer in time",
             reason="start_timeout",
             permanent=True,
-            user_message=f"JupyterLab did not start within {settings.DOCKYARD_WORKSPACE_START_TIMEOUT_S} seconds.",
+            user_message=(
+                f"JupyterLab did not start within {settings.DOCKYARD_WORKSPACE_START_TIMEOUT_S} seconds.{held_up}"
+            )[:500],
         )
         workspace_fail(
             workspace=workspace, step="jupyter", error=error, detail="\n".join(_log_tail(backend, workspace))

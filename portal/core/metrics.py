@@ -9,13 +9,24 @@ them up. The database gauges are the same whichever web process answers.
 from __future__ import annotations
 
 import hmac
+import threading
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Min, Q
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    make_wsgi_app,
+    multiprocess,
+)
 from prometheus_client.core import GaugeMetricFamily
 
 RECONCILE_CORRECTIONS = Counter(
@@ -78,14 +89,52 @@ def metrics_text() -> bytes:
     return generate_latest(registry)
 
 
+def _may_scrape(*, authorization: str, remote_addr: str | None) -> bool:
+    """With DOCKYARD_METRICS_TOKEN set, the scraper sends it as a Bearer token; without,
+    only this machine may read metrics."""
+    token = settings.DOCKYARD_METRICS_TOKEN
+    if token:
+        return hmac.compare_digest(authorization.removeprefix("Bearer ").encode(), token.encode())
+    return remote_addr in ("127.0.0.1", "::1")
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format, *args) -> None:  # scrapes every few seconds: not worth a line each
+        pass
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+def worker_metrics_serve(*, port: int, address: str) -> WSGIServer:
+    """Serves a worker's own counters (its processes' files in PROMETHEUS_MULTIPROC_DIR) at
+    http://<address>:<port>/metrics, from a thread. Where web and worker do not share that
+    folder (separate pods or containers), Prometheus scrapes each worker here; the database
+    gauges stay on the web's /metrics. Same rule as /metrics: the token, or this machine."""
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    app = make_wsgi_app(registry)
+
+    def guarded(environ, start_response):
+        if not _may_scrape(authorization=environ.get("HTTP_AUTHORIZATION", ""),
+                           remote_addr=environ.get("REMOTE_ADDR")):  # fmt: skip
+            start_response("403 Forbidden", [("Content-Type", "text/plain")])
+            return [b"A metrics token is needed.\n"]
+        return app(environ, start_response)
+
+    server = make_server(address, port, guarded, server_class=_Server, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="worker-metrics", daemon=True).start()
+    return server
+
+
 def metrics_view(request: HttpRequest) -> HttpResponse:
     """Prometheus's scrape target. With DOCKYARD_METRICS_TOKEN set, it needs
     `Authorization: Bearer <token>`; without, it answers only this machine and staff."""
-    token = settings.DOCKYARD_METRICS_TOKEN
-    if token:
-        sent = request.headers.get("Authorization", "").removeprefix("Bearer ")
-        if not hmac.compare_digest(sent.encode(), token.encode()):
-            raise PermissionDenied("A metrics token is needed.")
-    elif request.META.get("REMOTE_ADDR") not in ("127.0.0.1", "::1") and not request.user.is_staff:
+    allowed = _may_scrape(authorization=request.headers.get("Authorization", ""),
+                          remote_addr=request.META.get("REMOTE_ADDR"))  # fmt: skip
+    if settings.DOCKYARD_METRICS_TOKEN and not allowed:
+        raise PermissionDenied("A metrics token is needed.")
+    if not allowed and not request.user.is_staff:
         raise PermissionDenied("Metrics are served to this machine, staff, or with DOCKYARD_METRICS_TOKEN.")
     return HttpResponse(metrics_text(), content_type=CONTENT_TYPE_LATEST)

@@ -107,6 +107,12 @@ class WorkloadSpec:
         }
 
 
+# A created workload held up for one of these reasons gets going by itself once capacity frees
+# or a batch queue (Kueue) admits it; any other reason (ImagePullBackOff, a config error) is a
+# problem that someone has to fix.
+WAITING_FOR_CAPACITY = frozenset({"Unschedulable", "Suspended"})
+
+
 @dataclass(frozen=True)
 class Handle:
     """How a backend finds a workload again: derived from the uid, so it can be rebuilt."""

@@ -36,6 +36,7 @@ class Workload(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     stopped_at = models.DateTimeField(null=True, blank=True)
+    node = models.CharField(max_length=255, blank=True, help_text="Where it ran (Kubernetes: the node name(s)).")
 
     KIND = ""
 

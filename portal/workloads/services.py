@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from portal.audit.models import Outcome
 from portal.audit.services import Actor, audit_record
+from portal.runtime.base import WAITING_FOR_CAPACITY, Observed
 from portal.workloads.models import Workload, WorkloadEvent
 
 
@@ -82,6 +83,24 @@ def workload_event_add(
         percent=percent,
         level=level,
     )
+
+
+def workload_note_waiting(*, workload: Workload, observed: Observed) -> WorkloadEvent | None:
+    """Tells the owner why a started workload does not run yet (the scheduler's verdict, the
+    image pull, a batch queue), once per change of that reason."""
+    text = observed.message or observed.reason
+    if not text:
+        return None
+    text = f"Waiting: {text}"[:500]
+    last = (
+        WorkloadEvent.objects.filter(kind=workload.KIND, uid=workload.pk)
+        .order_by("-id").values_list("message", flat=True).first()
+    )  # fmt: skip
+    if last == text:
+        return None
+    stuck = observed.reason and observed.reason not in WAITING_FOR_CAPACITY
+    level = WorkloadEvent.Level.ERROR if stuck else WorkloadEvent.Level.INFO
+    return workload_event_add(workload=workload, step="scheduling", message=text, level=level)
 
 
 def workload_admitted_message(workload: Workload) -> str:

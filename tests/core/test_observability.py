@@ -7,6 +7,7 @@ import io
 import json
 import logging
 
+import httpx
 import psycopg
 import pytest
 from django.db import connection
@@ -28,6 +29,24 @@ def test_metrics_show_workloads_and_queue_and_need_a_token_when_one_is_set(clien
     assert client.get("/metrics").status_code == 403
     assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-me").status_code == 200
     assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 403
+
+
+def test_a_worker_serves_its_own_counters_on_its_metrics_port(settings):
+    from portal.core.metrics import TASK_FAILURES, worker_metrics_serve
+
+    TASK_FAILURES.labels(task="tests.metrics-probe").inc()
+    server = worker_metrics_serve(port=0, address="127.0.0.1")  # port 0: any free one
+    url = f"http://127.0.0.1:{server.server_port}/metrics"
+    try:
+        body = httpx.get(url, timeout=10).text
+        assert 'dockyard_task_failures_total{task="tests.metrics-probe"}' in body
+
+        settings.DOCKYARD_METRICS_TOKEN = "scrape-me"
+        assert httpx.get(url, timeout=10).status_code == 403
+        assert httpx.get(url, headers={"Authorization": "Bearer scrape-me"}, timeout=10).status_code == 200
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_metrics_from_elsewhere_need_staff(client, alice, root):

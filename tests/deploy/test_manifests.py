@@ -204,3 +204,16 @@ def test_ingress_serves_the_portal_and_every_notebook_host():
     hosts = {rule["host"] for rule in ingress["spec"]["rules"]}
     assert hosts == {"dockyard.example.com", "*.nb.example.com"}
     assert {h for tls in ingress["spec"]["tls"] for h in tls["hosts"]} == hosts
+
+
+@pytest.mark.parametrize("component", ["web", "worker"])
+def test_prometheus_scrapes_a_port_the_pod_serves_metrics_on(component):
+    deployment = next(o for _, o in OBJECTS if o["kind"] == "Deployment" and o["metadata"]["name"].endswith(component))
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    container = _pod_spec(deployment)["containers"][0]
+    port = int(annotations["prometheus.io/port"])
+    assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/path"] == "/metrics"
+    assert port in [p["containerPort"] for p in container["ports"]]
+    if component == "worker":  # the worker serves them only when told which port
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        assert int(env["DOCKYARD_WORKER_METRICS_PORT"]) == port
