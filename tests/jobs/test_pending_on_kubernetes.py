@@ -154,3 +154,17 @@ def test_a_pending_workspace_says_why_it_waits_and_its_timeout_names_it(
     workspace.refresh_from_db()
     assert workspace.state == "failed"
     assert UNSCHEDULABLE in workspace.error_message
+
+
+def test_the_image_pull_shows_while_a_job_starts(cluster, ready_image, profile, alice, demo_team):
+    backend, driver = cluster
+    job = _admitted_job(ready_image, profile, alice, demo_team)
+    job_run_start(job_id=job.uid)
+    pod = driver.pods(backend.handle_for(job.uid))[0]["metadata"]
+    pulling = f'Pulling image "{job.image_digest}"'
+
+    driver.fake.event(pod["namespace"], pod["name"], "Scheduled", "Successfully assigned to node-a")
+    driver.fake.event(pod["namespace"], pod["name"], "Pulling", pulling)
+    jobs_watch()
+
+    assert _messages(job) == [f"Waiting: {pulling}"]
