@@ -44,7 +44,7 @@ from portal.quotas.services.queue import queue_cancel, queue_enqueue
 from portal.quotas.services.quota import team_runtime_limits
 from portal.quotas.values import AdmissionRequest, Resources, WorkloadRef
 from portal.runtime import RuntimeError_, get_backend
-from portal.runtime.base import WAITING_FOR_CAPACITY, FileDrop, Mount, State, WorkloadSpec
+from portal.runtime.base import WAITING_FOR_CAPACITY, FileDrop, Mount, Observed, State, WorkloadSpec
 from portal.workloads.models import WorkloadEvent
 from portal.workloads.reconcile import engine_restarted
 from portal.workloads.services import (
@@ -427,7 +427,7 @@ def job_run_start(*, job_id: str) -> bool:
                 str(error), reason="spec", permanent=True, user_message=f"The job cannot start: {error}"
             ) from error
         handle = backend.start(runtime_spec)
-        observed = backend.inspect(handle)
+        observed = Observed(uid=job.uid, state=State.RUNNING) if backend.starts_at_once else backend.inspect(handle)
     except RuntimeError_ as error:
         if not error.permanent:
             raise

@@ -182,6 +182,9 @@ ProgressCallback = Callable[[Progress], None]
 
 class RuntimeBackend(Protocol):
     name: str
+    # True when start() returns only once the workload runs (Docker); False when pods may
+    # still wait to be scheduled, pulled or admitted (Kubernetes): inspect() says how far.
+    starts_at_once: bool
 
     def ping(self) -> None:
         """Returns if the engine or cluster answers; raises RuntimeError_ otherwise."""

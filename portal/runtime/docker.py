@@ -73,6 +73,7 @@ def _engine_error(error: Exception, doing: str) -> RuntimeError_:
 
 class DockerBackend:
     name = "docker"
+    starts_at_once = True  # the container runs (or already ran) when start() returns
 
     def __init__(self, *, base_url: str | None = None, network: str | None = None):
         self.base_url = base_url if base_url is not None else settings.DOCKER_HOST

@@ -181,6 +181,7 @@ def _own_namespace() -> str:
 
 class KubernetesBackend:
     name = "kubernetes"
+    starts_at_once = False  # pods wait for the scheduler, the image pull or Kueue
 
     def __init__(self, *, kubeconfig: str | None = None, context: str | None = None):
         self.kubeconfig = settings.KUBECONFIG if kubeconfig is None else kubeconfig

@@ -37,6 +37,24 @@ class Processes:
         self.workers.append(worker)
         return worker
 
+    def start_web(self) -> tuple[subprocess.Popen, Portal]:
+        """Another web process, on its own port, beside the fixture's."""
+        port = free_port()
+        args = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "portal.asgi:application",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ]
+        web = self.stack.enter_context(running(args, env=self.env, log=self.logs / f"web-{port}.log"))
+        portal = Portal(port=port)
+        wait_for(lambda: portal.client().get("/healthz").status_code == 200, timeout=30, what="the second web process")
+        return web, portal
+
     def start_beat(self) -> subprocess.Popen:
         args = [str(Path(sys.executable).parent / "celery"), "-A", "portal", "beat", "--loglevel", "INFO",
                 "--schedule", str(self.logs / "beat-schedule")]  # fmt: skip
