@@ -306,6 +306,25 @@ def test_export_then_import_on_another_team_keeps_lock_and_base_digest(api, alic
     assert {"environment.export", "environment.import"} <= actions
 
 
+def test_the_exported_file_can_be_uploaded_as_a_form_and_a_binary_one_is_refused(api, alice, churn, lab):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    built(churn.revisions.get(number=1))
+    _, text = exchange.environment_export(environment=churn, by=alice, actor=Actor.system())
+
+    uploaded = api(alice).post("/api/v1/environments/import", {
+        "team": "demo", "slug": "churn-upload", "file": SimpleUploadedFile("churn.yaml", text.encode())
+    }, format="multipart")  # fmt: skip
+    binary = api(alice).post("/api/v1/environments/import", {
+        "team": "demo", "slug": "churn-binary", "file": SimpleUploadedFile("churn.yaml", b"\xff\xfe\x00yaml")
+    }, format="multipart")  # fmt: skip
+
+    assert uploaded.status_code == 201, uploaded.json()
+    assert EnvironmentRevision.objects.get(environment__slug="churn-upload").from_lock == [SIX]
+    assert binary.status_code == 400 and "not UTF-8 text" in binary.json()["errors"]["file"][0]
+    assert not Environment.objects.filter(slug="churn-binary").exists()
+
+
 def test_an_import_says_what_it_cannot_honour(api, alice, churn, lab):
     built(churn.revisions.get(number=1))
     _, text = exchange.environment_export(environment=churn, by=alice, actor=Actor.system())

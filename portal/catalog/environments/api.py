@@ -3,12 +3,13 @@ shown as ******** and only their names are exported."""
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
-from rest_framework.parsers import BaseParser, JSONParser
+from rest_framework.parsers import BaseParser, JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -346,7 +347,7 @@ def yaml_download(filename: str, text: str) -> HttpResponse:
 
 
 class EnvironmentImportView(APIView):
-    parser_classes = [JSONParser, YamlParser, TextYamlParser]
+    parser_classes = [JSONParser, YamlParser, TextYamlParser, MultiPartParser]
 
     @extend_schema(
         request=ImportIn,
@@ -358,8 +359,17 @@ class EnvironmentImportView(APIView):
         responses={201: OpenApiTypes.OBJECT, 200: OpenApiTypes.OBJECT},
     )
     def post(self, request: Request) -> Response:
-        """JSON {"team", "yaml", ...}, or the YAML file itself as the body with ?team=."""
-        raw = dict(request.data)
+        """JSON {"team", "yaml", ...}; the YAML file itself as the body with ?team=; or a form
+        with the file as `file` and the other fields beside it."""
+        if "file" in request.FILES:
+            raw = {**request.data.dict(), "yaml": None}
+            raw.pop("file")
+            try:
+                raw["yaml"] = exchange.environment_file_text(request.FILES["file"])
+            except DjangoValidationError as error:
+                raise ValidationError({"file": error.messages}) from None
+        else:
+            raw = request.data.dict() if hasattr(request.data, "dict") else dict(request.data)
         if "yaml" in raw and len(raw) == 1:
             raw.update({k: v for k, v in request.query_params.items() if k in ("team", "slug", "name", "dry_run")})
         data = ImportIn(data=raw)

@@ -29,6 +29,18 @@ from portal.catalog.models import Environment, EnvironmentRevision, Image, Image
 from portal.catalog.services import image_require_startable
 from portal.quotas.models import ResourceProfile
 
+FILE_MAX_BYTES = 256 * 1024  # an exported file is a few KiB: anything this big is something else
+
+
+def environment_file_text(upload) -> str:
+    """The text of an uploaded environment file; ValidationError if too big or not text."""
+    if upload.size > FILE_MAX_BYTES:
+        raise ValidationError(f"The file is larger than {FILE_MAX_BYTES // 1024} KiB.")
+    try:
+        return upload.read().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValidationError("The file is not UTF-8 text: choose the YAML file Dockyard exported.") from None
+
 
 def environment_export(
     *, environment: Environment, by: User, actor: Actor, revision: EnvironmentRevision | None = None

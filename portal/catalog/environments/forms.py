@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 
 from jobs.forms import SecretTextarea, lines_parse
 from portal.accounts.models import Team
+from portal.catalog.environments.exchange import environment_file_text
 from portal.catalog.environments.services import Recipe
 from portal.catalog.models import EnvironmentRevision, Image, ImageStatus
 from portal.core.secrets import MASK
@@ -133,9 +134,7 @@ class ImportForm(forms.Form):
         data = super().clean()
         upload = data.get("file")
         if upload is not None:
-            if upload.size > 256 * 1024:
-                raise ValidationError("The file is larger than 256 KiB.")
-            data["text"] = upload.read().decode("utf-8", "replace")
+            data["text"] = environment_file_text(upload)
         if not (data.get("text") or "").strip():
             raise ValidationError("Choose an environment file or paste one.")
         return data
