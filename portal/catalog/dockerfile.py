@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from django.core.exceptions import ValidationError
 from packaging.requirements import InvalidRequirement, Requirement
 
+from portal.runtime.base import LABEL_USER_DIRS
+
 APT_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]{0,99}(=[A-Za-z0-9.+:~-]{1,60})?$")
 IMAGE_REFERENCE = re.compile(
     r"^(?:[a-z0-9.-]+(?::\d{1,5})?/)?"  # optional registry host[:port]/
@@ -21,6 +23,9 @@ IMAGE_REFERENCE = re.compile(
 USER = "jovyan"
 UID = 1000
 GID = 100  # "users", as in the Jupyter images
+# Where workloads mount their volumes (job outputs, a workspace's home): made and given to the
+# user in the image, so a new volume there is the user's from the start.
+USER_DIRS = f"/output /home/{USER}"
 CA_PATH = "/etc/dockyard/ca-certificates.crt"
 LOCK_LINE = re.compile(
     r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]{0,199})==(?P<version>[A-Za-z0-9.+!_-]{1,100})"
@@ -173,8 +178,9 @@ def render(spec: BuildSpec, *, ca_bundle: bytes | None = None, pip_index_url: st
         f" && mkdir -p /output /code {VENV} /etc/dockyard && : > {LOCK_PATH}"
         # A venv made as root by an earlier Dockyard is handed to the user once.
         f' && if [ -d {VENV}/bin ] && [ "$(stat -c %u {VENV}/bin)" != {UID} ]; then chown -R {UID}:{GID} {VENV}; fi'
-        f" && chown {UID}:{GID} /output {VENV} {LOCK_PATH}",
+        f" && mkdir -p {USER_DIRS} && chown {UID}:{GID} {USER_DIRS} {VENV} {LOCK_PATH}",
         "COPY requirements.txt dockyard-lock.py /etc/dockyard/",
+        f'LABEL {LABEL_USER_DIRS}="{UID}:{GID} {USER_DIRS}"',
     ]
     if spec.startup_script:
         files["startup.sh"] = spec.startup_script.encode()

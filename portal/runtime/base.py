@@ -18,6 +18,9 @@ LABEL_KIND = "dockyard.kind"
 LABEL_OWNER = "dockyard.owner"
 LABEL_TEAM = "dockyard.team"
 LABEL_MANAGED = "dockyard.managed"
+# On an image: "<uid>:<gid> <dir> <dir>...": folders the image gives that user. A new volume
+# mounted on one starts out as the image's folder, owner included, so there is nothing to hand over.
+LABEL_USER_DIRS = "dockyard.user-dirs"
 
 
 class RuntimeError_(Exception):

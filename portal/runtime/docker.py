@@ -22,6 +22,7 @@ from portal.runtime.base import (
     LABEL_KIND,
     LABEL_MANAGED,
     LABEL_UID,
+    LABEL_USER_DIRS,
     Endpoint,
     Handle,
     ImageInfo,
@@ -79,6 +80,7 @@ class DockerBackend:
         self.base_url = base_url if base_url is not None else settings.DOCKER_HOST
         self.network = network or settings.DOCKYARD_DOCKER_NETWORK
         self._network_ready = False  # checked once per process, then trusted
+        self._user_dirs: dict[str, dict[str, set[str]]] = {}  # image -> what it gives whom
 
     @cached_property
     def client(self) -> docker.DockerClient:
@@ -264,10 +266,28 @@ class DockerBackend:
             if error.status_code == 409:  # a concurrent start made it first: use that one
                 return self.client.containers.get(config["name"])
             raise
-        owned = [m for m in spec.mounts if volume_name(spec.uid, m.name) in new_volumes and not m.read_only]
+        given = self._image_user_dirs(spec.image).get(spec.user, set())
+        owned = [
+            m
+            for m in spec.mounts
+            if volume_name(spec.uid, m.name) in new_volumes and not m.read_only and m.target.rstrip("/") not in given
+        ]
         if owned:
             self._give_volumes_to_user(container, spec.user, owned)
         return container
+
+    def _image_user_dirs(self, ref: str) -> dict[str, set[str]]:
+        """The folders an image gives a user (its LABEL_USER_DIRS), as {"uid:gid": {dirs}}. A
+        new volume mounted on one starts as a copy of that folder, owner included. Read once
+        per image and process: an image reference here is a digest, which never changes."""
+        if ref not in self._user_dirs:
+            try:
+                label = (self.client.images.get(ref).labels or {}).get(LABEL_USER_DIRS, "")
+            except (DockerException, OSError):
+                label = ""  # then every volume is handed over, as for any image
+            owner, _, dirs = label.partition(" ")
+            self._user_dirs[ref] = {owner: {d.rstrip("/") for d in dirs.split()}} if owner else {}
+        return self._user_dirs[ref]
 
     def _give_volumes_to_user(self, container, user: str, mounts) -> None:
         """A new volume's folder is owned by root where the image lacks it. Copying an empty

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
+from django.conf import settings
 from django.test import override_settings
 
 from portal.runtime.base import Handle, RuntimeError_, State
@@ -149,3 +151,21 @@ def test_capacity_reports_this_host(backend):
     assert node.backend == "docker"
     assert node.cpus >= 1 and node.memory_mib > 0
     assert node.gpus == ()  # no GPUs (and no NVML) on this machine
+
+
+def test_a_new_volume_on_a_folder_the_image_gives_the_user_is_the_users(backend, make_spec, engine, image_slug):
+    from portal.catalog import dockerfile
+    from portal.runtime.base import LABEL_USER_DIRS, Mount
+
+    context = dockerfile.render(dockerfile.BuildSpec(base_image=settings.DOCKYARD_BASE_IMAGE))
+    image = backend.build_image(dockerfile=context.dockerfile, files=context.files, tag=f"dockyard/{image_slug}:1")
+    assert engine.images.get(image.digest).labels[LABEL_USER_DIRS] == "1000:100 /output /home/jovyan"
+    report = "touch /output/ok /home/jovyan/ok /scratch/ok && stat -c '%n %u:%g' /output /home/jovyan /scratch"
+    mounts = (Mount("output", "/output"), Mount("home", "/home/jovyan"), Mount("scratch", "/scratch"))
+
+    spec = dataclasses.replace(make_spec(["sh", "-c", report], mounts=mounts), image=image.digest)
+    output, observed = run_to_end(backend, spec)
+
+    assert observed.exit_code == 0, output
+    # /output and the home come from the image's folders; /scratch (not in the image) is handed over
+    assert output.splitlines() == ["/output 1000:100", "/home/jovyan 1000:100", "/scratch 1000:100"]
