@@ -550,7 +550,7 @@ def call_costs(engine, world: World, runs: int = 10) -> dict[str, list[float]]:
 
     container = floor_create(engine, floor_spec(world, ECHO))
     for _ in range(runs):
-        timed("PUT archive: hand /output to the job's user", lambda: api.put_archive(container.id, "/", owned))
+        timed("PUT archive: hand /output over (images without it)", lambda: api.put_archive(container.id, "/", owned))
     api.start(container.id)
     api.wait(container.id)
     label = f"{LABEL[0]}={LABEL[1]}"
