@@ -45,7 +45,7 @@ from portal.quotas.services.quota import team_runtime_limits
 from portal.quotas.values import AdmissionRequest, Resources, WorkloadRef
 from portal.runtime import RuntimeError_, get_backend
 from portal.runtime.base import WAITING_FOR_CAPACITY, FileDrop, Mount, Observed, State, WorkloadSpec
-from portal.workloads.models import WorkloadEvent
+from portal.workloads.models import NODE_MAX, WorkloadEvent
 from portal.workloads.reconcile import engine_restarted
 from portal.workloads.services import (
     IllegalTransition,
@@ -464,7 +464,7 @@ def _observe_start(job: Job, observed) -> bool:
                 actor=Actor.system(),
                 step="running",
                 message=f"Attempt {job.attempt} running" + (f" on {observed.node}" if observed.node else ""),
-                fields={"started_at": job.started_at or now, "deadline": deadline, "node": observed.node},
+                fields={"started_at": job.started_at or now, "deadline": deadline, "node": observed.node[:NODE_MAX]},
             )
             JobAttempt.objects.filter(job=job, number=job.attempt).update(started_at=now)
     except IllegalTransition:

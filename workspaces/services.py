@@ -37,7 +37,7 @@ from portal.quotas.services.quota import team_runtime_limits
 from portal.quotas.values import AdmissionRequest, Refusal, Resources, WorkloadRef
 from portal.runtime import RuntimeError_, get_backend
 from portal.runtime.base import Endpoint, FileDrop, Mount, State, WorkloadSpec
-from portal.workloads.models import WorkloadEvent
+from portal.workloads.models import NODE_MAX, WorkloadEvent
 from portal.workloads.services import (
     IllegalTransition,
     workload_admitted_message,
@@ -532,7 +532,7 @@ def workspace_check_ready(*, workspace_id: str) -> bool | None:
             actor=Actor.system(),
             step="running",
             message="Running" + (f" on {observed.node}" if observed.node else ""),
-            fields={"endpoint": f"{endpoint.host}:{endpoint.port}", "node": observed.node},
+            fields={"endpoint": f"{endpoint.host}:{endpoint.port}", "node": observed.node[:NODE_MAX]},
         )
         return True
     if observed.state == State.CREATED:  # its pod waits: scheduling, pulling the image

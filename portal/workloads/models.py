@@ -7,6 +7,8 @@ import uuid
 from django.conf import settings
 from django.db import models
 
+NODE_MAX = 255  # a multi-node job's node names, comma-separated, are cut to this
+
 
 class Workload(models.Model):
     """Fields every workload has. `id` is the uid: in container names, labels, notebook hosts.
@@ -36,7 +38,7 @@ class Workload(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     stopped_at = models.DateTimeField(null=True, blank=True)
-    node = models.CharField(max_length=255, blank=True, help_text="Where it ran (Kubernetes: the node name(s)).")
+    node = models.CharField(max_length=NODE_MAX, blank=True, help_text="Where it ran (Kubernetes: the node name(s)).")
 
     KIND = ""
 
