@@ -23,32 +23,17 @@ import uuid
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
-from urllib.parse import urlparse, urlunparse
 
-import psycopg
+from scratch_db import admin_sql, database_url  # bench/ is on the path when a benchmark runs
 
 REPO = Path(__file__).resolve().parent.parent
-SERVER_URL = os.environ.get(
-    "DOCKYARD_BENCH_DATABASE_URL",
-    os.environ.get("DOCKYARD_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres"),
-)
 SCRATCH = f"dockyard_bench_{os.getpid()}"
 NODES, GPUS_PER_NODE, TEAMS, QUEUED = 125, 8, 50, 10_000
 TEAM_GPU_LIMIT = 16  # 50 teams x 16 = 800 of the 1,000 GPUs: some capacity is left, to see what stays whole
 
 
-def server(dbname: str) -> str:
-    parts = urlparse(SERVER_URL)
-    return urlunparse(parts._replace(path=f"/{dbname}"))
-
-
-def admin_sql(sql: str) -> None:
-    with psycopg.connect(server("postgres"), autocommit=True) as conn:
-        conn.execute(sql)
-
-
 def setup_django() -> None:
-    os.environ["DATABASE_URL"] = server(SCRATCH)
+    os.environ["DATABASE_URL"] = database_url(SCRATCH)
     os.environ.pop("REDIS_URL", None)
     os.environ["DOCKYARD_VAR_DIR"] = tempfile.mkdtemp(prefix="dockyard-bench-")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")

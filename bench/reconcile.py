@@ -21,31 +21,17 @@ import time
 import uuid
 from decimal import Decimal
 from pathlib import Path
-from urllib.parse import urlparse, urlunparse
 
-import psycopg
+from scratch_db import admin_sql, database_url  # bench/ is on the path when a benchmark runs
 
 REPO = Path(__file__).resolve().parent.parent
-SERVER_URL = os.environ.get(
-    "DOCKYARD_BENCH_DATABASE_URL",
-    os.environ.get("DOCKYARD_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres"),
-)
 SCRATCH = f"dockyard_bench_{os.getpid()}"
 SIZES = (10, 100, 1000)
 RUNS = 5
 
 
-def server(dbname: str) -> str:
-    return urlunparse(urlparse(SERVER_URL)._replace(path=f"/{dbname}"))
-
-
-def admin_sql(sql: str) -> None:
-    with psycopg.connect(server("postgres"), autocommit=True) as conn:
-        conn.execute(sql)
-
-
 def setup_django() -> None:
-    os.environ["DATABASE_URL"] = server(SCRATCH)
+    os.environ["DATABASE_URL"] = database_url(SCRATCH)
     os.environ.pop("REDIS_URL", None)  # the cache and the reconcile lock use the database then
     os.environ["DOCKYARD_VAR_DIR"] = tempfile.mkdtemp(prefix="dockyard-bench-")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")

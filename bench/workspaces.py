@@ -41,14 +41,12 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse, urlunparse
 
 import httpx
-import psycopg
+from scratch_db import admin_sql, database_url  # bench/ is on the path when a benchmark runs
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
-SERVER_URL = os.environ.get("DOCKYARD_BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("DOCKYARD_BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 SCRATCH = "dockyard_bench_ws"
 LABEL = ("dockyard.bench", "workspaces")
@@ -56,15 +54,6 @@ JUPYTER = ["jupyter-lab", "--ip=0.0.0.0", "--port=8888", "--no-browser", "--Serv
 PIP = ("jupyterlab>=4", "numpy>=2", "pandas>=2", "matplotlib>=3.8")  # as the tests' image: same cached layers
 POLL_S = 0.02  # how often both sides ask "does Jupyter answer yet?"
 START_DEADLINE_S = 240
-
-
-def database(dbname: str) -> str:
-    return urlunparse(urlparse(SERVER_URL)._replace(path=f"/{dbname}"))
-
-
-def admin_sql(sql: str) -> None:
-    with psycopg.connect(database("postgres"), autocommit=True) as conn:
-        conn.execute(sql)
 
 
 def free_port() -> int:
@@ -93,7 +82,7 @@ def setup_django(port: int, var_dir: str) -> None:
     os.environ.update(
         {
             "DJANGO_SETTINGS_MODULE": "portal.settings",
-            "DATABASE_URL": database(SCRATCH),
+            "DATABASE_URL": database_url(SCRATCH),
             "REDIS_URL": REDIS_URL,
             "DOCKYARD_VAR_DIR": var_dir,
             "DOCKYARD_RUNTIME": "docker",
