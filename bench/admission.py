@@ -224,7 +224,7 @@ def report(*, floor: float, one: float, eight: float, result: dict) -> None:
         (
             "  queries in the pass",
             f"{result['queries']:,}",
-            "(fixed reads and bulk writes, plus 2 audit queries per admission)",
+            "(fixed reads and bulk writes, plus one audit event per admission)",
         ),
         ("  nodes left whole / most possible", f"{result['whole']} / {result['best_possible']}", ""),
     ]

@@ -39,7 +39,7 @@ from portal.catalog.services import image_require_startable
 from portal.core.locks import exclusive
 from portal.core.secrets import secrets_masked, secrets_open, secrets_seal
 from portal.quotas.models import Allocation, ResourceProfile
-from portal.quotas.services.admission import admission_never_fits, allocation_device_ids, release
+from portal.quotas.services.admission import admission_never_fits, allocations_device_ids, release
 from portal.quotas.services.queue import queue_cancel, queue_enqueue
 from portal.quotas.services.quota import team_runtime_limits
 from portal.quotas.values import AdmissionRequest, Resources, WorkloadRef
@@ -349,16 +349,18 @@ def job_cancel(*, job: Job, by: User, actor: Actor) -> Job:
 
 
 def jobs_admitted(admitted: list[tuple[WorkloadRef, int]]) -> None:
-    """Called after an admission pass admitted queued jobs: each goes on to start."""
+    """Called after an admission pass admitted queued jobs: each goes on to start. Reads them
+    all (and their GPUs) in two queries, however many the pass admitted."""
+    queued = Job.objects.filter(pk__in=[w.uid for w, _ in admitted], state=S.QUEUED).select_related("team")
+    jobs = {str(job.pk): job for job in queued}
+    devices = allocations_device_ids(allocation_ids=[allocation_id for _, allocation_id in admitted])
     for workload, allocation_id in admitted:
-        job = Job.objects.filter(pk=workload.uid, state=S.QUEUED).first()
+        job = jobs.get(str(workload.uid))
         if job is None:
             continue  # cancelled meanwhile; its release gives the capacity back
-        allocation = Allocation.objects.get(pk=allocation_id)
-        devices = allocation_device_ids(allocation=allocation)
         try:
             _transition(job, S.ADMITTED, actor=Actor.system(), step="admitted", message=workload_admitted_message(job),
-                        fields={"gpu_device_ids": devices, "retry_at": None})  # fmt: skip
+                        fields={"gpu_device_ids": devices[allocation_id], "retry_at": None})  # fmt: skip
         except IllegalTransition:
             continue
         _queue_start(job)

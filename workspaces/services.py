@@ -31,7 +31,7 @@ from portal.catalog.models import EnvironmentRevision, Image, ImageRevision
 from portal.catalog.services import image_require_startable
 from portal.core.secrets import secrets_open
 from portal.quotas.models import Allocation, ResourceProfile
-from portal.quotas.services.admission import admit, allocation_device_ids, release
+from portal.quotas.services.admission import admit, allocation_device_ids, allocations_device_ids, release
 from portal.quotas.services.queue import queue_cancel, queue_enqueue
 from portal.quotas.services.quota import team_runtime_limits
 from portal.quotas.values import AdmissionRequest, Refusal, Resources, WorkloadRef
@@ -248,12 +248,15 @@ def _create_waiting(
 
 
 def workspaces_admitted(admitted: list[tuple[WorkloadRef, int]]) -> None:
-    """Called after an admission pass admitted waiting workspaces: each goes on to start."""
+    """Called after an admission pass admitted waiting workspaces: each goes on to start. Reads
+    them all (and their GPUs) in two queries, however many the pass admitted."""
+    queued = Workspace.objects.filter(pk__in=[w.uid for w, _ in admitted], state=S.QUEUED).select_related("team")
+    workspaces = {str(w.pk): w for w in queued}
+    devices = allocations_device_ids(allocation_ids=[allocation_id for _, allocation_id in admitted])
     for workload, allocation_id in admitted:
-        workspace = Workspace.objects.filter(pk=workload.uid, state=S.QUEUED).first()
+        workspace = workspaces.get(str(workload.uid))
         if workspace is None:
             continue  # cancelled meanwhile; release gives the capacity back
-        allocation = Allocation.objects.get(pk=allocation_id)
         workspace = _transition(
             workspace,
             S.PENDING,
@@ -262,7 +265,7 @@ def workspaces_admitted(admitted: list[tuple[WorkloadRef, int]]) -> None:
             message=workload_admitted_message(workspace),
             action="workspace.start",
             audit_details={"after_waiting": True},
-            fields={"gpu_device_ids": allocation_device_ids(allocation=allocation)},
+            fields={"gpu_device_ids": devices[allocation_id]},
         )
         _queue_start(workspace)
 

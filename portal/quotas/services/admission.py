@@ -133,6 +133,18 @@ def allocation_device_ids(*, allocation: Allocation) -> list[str]:
     return list(allocation.gpu_rows.order_by("device__index").values_list("device__uuid", flat=True))
 
 
+def allocations_device_ids(*, allocation_ids: list[int]) -> dict[int, list[str]]:
+    """allocation_device_ids for many allocations in one query (those with no GPUs map to [])."""
+    found: dict[int, list[str]] = {pk: [] for pk in allocation_ids}
+    rows = (
+        AllocationGpu.objects.filter(allocation_id__in=allocation_ids)
+        .order_by("allocation_id", "device__index").values_list("allocation_id", "device__uuid")
+    )  # fmt: skip
+    for allocation_id, uuid in rows:
+        found[allocation_id].append(uuid)
+    return found
+
+
 # --- Locks ------------------------------------------------------------------------------------
 
 
