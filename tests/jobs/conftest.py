@@ -13,6 +13,27 @@ BACKOFF_S = 0.5
 
 
 @pytest.fixture
+def make_ready_image(make_image):
+    """A catalog image marked built at `digest`, with no engine involved (for tests that never
+    run its container, or run it on the fake Kubernetes API)."""
+    from portal.catalog.models import Image, ImageRevision, ImageStatus
+
+    def make(slug: str, digest: str = "sha256:" + "c" * 64) -> Image:
+        image = make_image(slug)
+        revision = image.revisions.get()
+        ImageRevision.objects.filter(pk=revision.pk).update(status="ready", digest=digest)
+        Image.objects.filter(pk=image.pk).update(current_revision=revision, status=ImageStatus.READY)
+        return Image.objects.get(pk=image.pk)
+
+    return make
+
+
+@pytest.fixture
+def ready_image(make_ready_image):
+    return make_ready_image("python-minimal")
+
+
+@pytest.fixture
 def portal_env(tmp_path, settings) -> dict[str, str]:
     media = tmp_path / "media"
     settings.MEDIA_ROOT = str(media)

@@ -10,21 +10,11 @@ from django.test.utils import CaptureQueriesContext
 from jobs.models import Job
 from jobs.services import JobSpec, job_submit
 from portal.audit.services import Actor
-from portal.catalog.models import Image, ImageRevision, ImageStatus
 from portal.quotas.models import ResourceProfile
 from portal.quotas.services.queue import admission_pass
 from tests.quotas.conftest import inventory
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def ready_image(make_image):
-    image = make_image("trainer")
-    revision = image.revisions.get()
-    ImageRevision.objects.filter(pk=revision.pk).update(status="ready", digest="sha256:" + "f" * 64)
-    Image.objects.filter(pk=image.pk).update(current_revision=revision, status=ImageStatus.READY)
-    return Image.objects.get(pk=image.pk)
 
 
 def _submit(image, profile, owner, team, name) -> Job:

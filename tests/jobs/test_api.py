@@ -14,21 +14,11 @@ from django.test.utils import CaptureQueriesContext
 
 from jobs.models import Experiment, Job
 from portal.audit.models import AuditEvent
-from portal.catalog.models import Image, ImageRevision, ImageStatus
 from portal.core.secrets import secrets_open
 from portal.quotas.models import QueuedRequest, ResourceProfile, TeamQuota
 from tests.factories import MembershipFactory, TeamFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def ready_image(make_image):
-    image = make_image("python-minimal")
-    revision = image.revisions.get()
-    ImageRevision.objects.filter(pk=revision.pk).update(status="ready", digest="sha256:" + "c" * 64)
-    Image.objects.filter(pk=image.pk).update(current_revision=revision, status=ImageStatus.READY)
-    return Image.objects.get(pk=image.pk)
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from django.utils import timezone
 
 from jobs.models import Job, JobAttempt
 from jobs.services import job_run_start, jobs_watch
-from portal.catalog.models import Image, ImageRevision, ImageStatus
 from portal.quotas.models import ResourceProfile
 from portal.runtime import get_backend
 from portal.workloads.models import WorkloadEvent
@@ -35,14 +34,8 @@ def cluster(tmp_path, settings):
 
 
 @pytest.fixture
-def ready_image(make_image):
-    image = make_image("trainer")
-    revision = image.revisions.get()
-    ImageRevision.objects.filter(pk=revision.pk).update(
-        status="ready", digest="registry.example/trainer@sha256:" + "e" * 64
-    )
-    Image.objects.filter(pk=image.pk).update(current_revision=revision, status=ImageStatus.READY)
-    return Image.objects.get(pk=image.pk)
+def ready_image(make_ready_image):
+    return make_ready_image("trainer", digest="registry.example/trainer@sha256:" + "e" * 64)
 
 
 @pytest.fixture
