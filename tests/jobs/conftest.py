@@ -30,6 +30,7 @@ def make_ready_image(make_image):
 
 @pytest.fixture
 def ready_image(make_ready_image):
+    """A jobs-only image (no workspace command), built as far as the catalog knows."""
     return make_ready_image("python-minimal")
 
 

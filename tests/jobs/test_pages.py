@@ -15,7 +15,6 @@ from django.test.utils import CaptureQueriesContext
 from jobs import services
 from jobs.models import CodeArchive, Experiment, Job, JobState
 from portal.audit.services import Actor
-from portal.catalog.models import Image, ImageRevision, ImageStatus
 from portal.core.secrets import MASK
 from portal.quotas.models import ResourceProfile
 from tests.factories import MembershipFactory
@@ -23,16 +22,6 @@ from tests.factories import MembershipFactory
 pytestmark = pytest.mark.django_db
 
 SECRET = "s3cr3t-value-never-shown"
-
-
-@pytest.fixture
-def ready_image(make_image):
-    """A jobs-only image (no workspace command), built as far as the catalog knows."""
-    image = make_image("python-minimal")
-    revision = image.revisions.get()
-    ImageRevision.objects.filter(pk=revision.pk).update(status="ready", digest="sha256:" + "c" * 64)
-    Image.objects.filter(pk=image.pk).update(current_revision=revision, status=ImageStatus.READY)
-    return Image.objects.get(pk=image.pk)
 
 
 @pytest.fixture
