@@ -48,7 +48,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -63,10 +62,10 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlparse, urlunparse
+from urllib.parse import urlparse
 
 import httpx
-import psycopg
+from benchkit import admin_sql, database_url, free_port, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -86,38 +85,7 @@ METRICS = "/output/metrics.jsonl"
 DEADLINE_S = 900
 
 
-def database(name: str) -> str:
-    return urlunparse(urlparse(DATABASE_URL)._replace(path=f"/{name}"))
-
-
 DB_NAME = urlparse(DATABASE_URL).path.lstrip("/") or "dockyard_bench"
-
-
-def admin_sql(sql: str) -> None:
-    with psycopg.connect(database("postgres"), autocommit=True) as conn:
-        conn.execute(sql)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(condition, *, timeout: float, what: str, interval: float = 0.2):
-    """Polls `condition` until it returns something truthy; gives up at the deadline."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            result = condition()
-        except (httpx.HTTPError, OSError) as error:
-            last_error = error
-        else:
-            if result:
-                return result
-        time.sleep(interval)
-    raise SystemExit(f"timed out after {timeout:g} s waiting for {what} (last error: {last_error!r})")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -231,7 +199,7 @@ def portal_env(args, var_dir: Path, docker_host: str) -> dict[str, str]:
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "portal.settings",
-        "DATABASE_URL": database(DB_NAME),
+        "DATABASE_URL": database_url(DB_NAME),
         "REDIS_URL": REDIS_URL,
         "DOCKYARD_VAR_DIR": str(var_dir),
         "DOCKYARD_MEDIA_ROOT": str(var_dir / "media"),

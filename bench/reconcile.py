@@ -22,7 +22,7 @@ import uuid
 from decimal import Decimal
 from pathlib import Path
 
-from scratch_db import admin_sql, database_url  # bench/ is on the path when a benchmark runs
+from benchkit import admin_sql, database_url
 
 REPO = Path(__file__).resolve().parent.parent
 SCRATCH = f"dockyard_bench_{os.getpid()}"

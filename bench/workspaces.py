@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from scratch_db import admin_sql, database_url  # bench/ is on the path when a benchmark runs
+from benchkit import admin_sql, database_url, free_port, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -54,28 +54,6 @@ JUPYTER = ["jupyter-lab", "--ip=0.0.0.0", "--port=8888", "--no-browser", "--Serv
 PIP = ("jupyterlab>=4", "numpy>=2", "pandas>=2", "matplotlib>=3.8")  # as the tests' image: same cached layers
 POLL_S = 0.02  # how often both sides ask "does Jupyter answer yet?"
 START_DEADLINE_S = 240
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(condition, *, timeout: float, what: str, interval: float = 0.2):
-    """Polls `condition` until it returns something truthy; gives up at the deadline."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            result = condition()
-        except (httpx.HTTPError, OSError) as error:
-            last_error = error
-        else:
-            if result:
-                return result
-        time.sleep(interval)
-    raise SystemExit(f"timed out after {timeout:g} s waiting for {what} (last error: {last_error!r})")
 
 
 def setup_django(port: int, var_dir: str) -> None:

@@ -72,6 +72,11 @@ def stop(process: subprocess.Popen) -> None:
         process.wait(timeout=5)
 
 
+def uvicorn_args(port: int) -> list[str]:
+    """The web process: uvicorn serving the ASGI app (portal and notebook proxy) on `port`."""
+    return [sys.executable, "-m", "uvicorn", "portal.asgi:application", "--port", str(port), "--log-level", "warning"]
+
+
 def celery_worker_args(name: str, queues: str = "default,runtime,builds") -> list[str]:
     return [
         str(VENV_BIN / "celery"), "-A", "portal", "worker", "--pool", "solo", "--loglevel", "INFO",

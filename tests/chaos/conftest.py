@@ -13,7 +13,16 @@ import pytest
 
 from portal.workloads.reconcile import reconcile_pass
 from tests.conftest import RUN_LABEL, TEST_RUN
-from tests.processes import REPO, celery_worker_args, env_on_test_database, free_port, running, stop, wait_for
+from tests.processes import (
+    REPO,
+    celery_worker_args,
+    env_on_test_database,
+    free_port,
+    running,
+    stop,
+    uvicorn_args,
+    wait_for,
+)
 from tests.workspaces.conftest import ECHO_SERVER, Portal, built_image, people, small  # noqa: F401  (fixtures)
 
 # The echo server, after a pause: a workspace that takes a few seconds from container to ready.
@@ -40,17 +49,7 @@ class Processes:
     def start_web(self) -> tuple[subprocess.Popen, Portal]:
         """Another web process, on its own port, beside the fixture's."""
         port = free_port()
-        args = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "portal.asgi:application",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ]
-        web = self.stack.enter_context(running(args, env=self.env, log=self.logs / f"web-{port}.log"))
+        web = self.stack.enter_context(running(uvicorn_args(port), env=self.env, log=self.logs / f"web-{port}.log"))
         portal = Portal(port=port)
         wait_for(lambda: portal.client().get("/healthz").status_code == 200, timeout=30, what="the second web process")
         return web, portal
@@ -89,7 +88,7 @@ def processes(transactional_db, tmp_path, settings, engine, chaos_env):
     settings.MEDIA_ROOT = str(tmp_path / "media")
     settings.DOCKYARD_RECONCILE_GRACE_S = 0
     settings.DOCKYARD_RECONCILE_REDRIVE_S = 1
-    web = [sys.executable, "-m", "uvicorn", "portal.asgi:application", "--port", str(port), "--log-level", "warning"]
+    web = uvicorn_args(port)
     with ExitStack() as stack:
         stack.enter_context(running(web, env=env, log=tmp_path / "web.log"))
         procs = Processes(env=env, logs=tmp_path, portal=Portal(port=port), stack=stack)

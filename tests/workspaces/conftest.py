@@ -4,7 +4,6 @@ on the test database, plus catalog images built from the local base (cached by t
 from __future__ import annotations
 
 import socket
-import sys
 import uuid
 from dataclasses import dataclass
 
@@ -21,7 +20,7 @@ from portal.catalog.services import SourceSpec
 from portal.quotas.models import ResourceProfile
 from tests.conftest import RUN_LABEL, TEST_RUN
 from tests.factories import MembershipFactory, UserFactory
-from tests.processes import celery_worker_args, env_on_test_database, free_port, running, wait_for
+from tests.processes import celery_worker_args, env_on_test_database, free_port, running, uvicorn_args, wait_for
 
 # A stand-in for Jupyter that answers every path with the request it received, as JSON: it
 # shows exactly what the proxy forwards. /api/status answers like Jupyter's does.
@@ -86,7 +85,7 @@ def portal(transactional_db, tmp_path, settings, engine, portal_env):
     }
     settings.DOCKYARD_NOTEBOOK_PORT = str(port)
     settings.DOCKYARD_PORTAL_URL = f"http://127.0.0.1:{port}"
-    web = [sys.executable, "-m", "uvicorn", "portal.asgi:application", "--port", str(port), "--log-level", "warning"]
+    web = uvicorn_args(port)
     worker = celery_worker_args(f"ws-{uuid.uuid4().hex[:6]}", queues="default,runtime")
     with running(web, env=env, log=tmp_path / "web.log"), running(worker, env=env, log=tmp_path / "worker.log"):
         portal = Portal(port=port)
