@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
+import time
+
+import httpx
 
 from portal.runtime.base import Endpoint
 
 # One readiness probe may take this long; the start deadline bounds the whole wait.
 STATUS_TIMEOUT_S = 2.0
+# What a workspace answers is read up to this many bytes: a container cannot make the worker
+# hold an endless body in memory (Jupyter's status and lists are a few KiB).
+STATUS_MAX_BYTES = 64 * 1024
+
+
+class AnswerTooLarge(ValueError):
+    """A workspace's answer passed STATUS_MAX_BYTES."""
 
 
 def jupyter_status(*, endpoint: Endpoint, token: str) -> bool:
     """True when Jupyter's /api/status answers 200 with JSON at the internal endpoint."""
-    request = urllib.request.Request(
-        f"http://{endpoint.host}:{endpoint.port}/api/status", headers={"Authorization": f"token {token}"}
-    )
     try:
-        with urllib.request.urlopen(request, timeout=STATUS_TIMEOUT_S) as response:  # noqa: S310
-            return response.status == 200 and isinstance(json.loads(response.read()), dict)
-    except (OSError, urllib.error.URLError, ValueError):
+        return isinstance(_get_json(endpoint, token, "/api/status"), dict)
+    except (httpx.HTTPError, ValueError):
         return False
 
 
@@ -40,7 +44,7 @@ def jupyter_activity(*, endpoint: Endpoint, token: str):
         status = _get_json(endpoint, token, "/api/status")
         kernels = _get_json(endpoint, token, "/api/kernels")
         terminals = _get_json(endpoint, token, "/api/terminals")
-    except (OSError, urllib.error.URLError, ValueError):
+    except (httpx.HTTPError, ValueError):
         return None
     moments = [item.get("last_activity") for item in [*kernels, *terminals]]
     parsed = [datetime.fromisoformat(m.replace("Z", "+00:00")) for m in moments if m]
@@ -52,8 +56,18 @@ def jupyter_activity(*, endpoint: Endpoint, token: str):
 
 
 def _get_json(endpoint: Endpoint, token: str, path: str):
-    request = urllib.request.Request(
-        f"http://{endpoint.host}:{endpoint.port}{path}", headers={"Authorization": f"token {token}"}
-    )
-    with urllib.request.urlopen(request, timeout=STATUS_TIMEOUT_S) as response:  # noqa: S310
-        return json.loads(response.read())
+    """The JSON a 200 answer carries. Never follows a redirect (the container chooses where it
+    points), and stops reading past STATUS_MAX_BYTES; raises ValueError on anything else."""
+    url = f"http://{endpoint.host}:{endpoint.port}{path}"
+    headers = {"Authorization": f"token {token}", "Accept-Encoding": "identity"}
+    with httpx.stream("GET", url, headers=headers, timeout=STATUS_TIMEOUT_S, follow_redirects=False) as response:
+        if response.status_code != 200:
+            raise ValueError(f"{path} answered {response.status_code}")
+        body, deadline = bytearray(), time.monotonic() + STATUS_TIMEOUT_S
+        for chunk in response.iter_raw():
+            body += chunk
+            if len(body) > STATUS_MAX_BYTES:
+                raise AnswerTooLarge(f"{path} answered more than {STATUS_MAX_BYTES} bytes")
+            if time.monotonic() > deadline:  # a trickle: the timeout above is per read
+                raise ValueError(f"{path} took longer than {STATUS_TIMEOUT_S} s to answer")
+        return json.loads(body)

@@ -12,6 +12,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.http import urlencode
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from portal.accounts.models import User
@@ -20,8 +21,8 @@ from portal.catalog.environments import capture
 from portal.catalog.environments import services as environment_services
 from portal.catalog.environments.forms import SaveWorkspaceForm
 from portal.core.forms import form_add_validation_error
+from portal.proxy import tickets
 from portal.proxy.hosts import notebook_origin
-from portal.proxy.tickets import ticket_issue
 from portal.runtime import RuntimeError_, get_backend
 from portal.workloads.services import IllegalTransition
 from workspaces import selectors, services
@@ -122,24 +123,37 @@ def workspace_logs(request: HttpRequest, pk) -> HttpResponse:
     workspace = _workspace(request, pk)
     backend = get_backend()
     try:
-        lines = list(backend.logs(backend.handle_for(workspace.uid)))[-500:]
+        lines = list(backend.logs(backend.handle_for(workspace.uid), tail=500))
     except RuntimeError_:
         lines = []
     return render(request, "workspaces/_logs.html", {"lines": lines, "workspace": workspace})
 
 
+@never_cache
 @login_required
 def workspace_open(request: HttpRequest, pk) -> HttpResponse:
-    """Sends the browser to the notebook host with a one-time ticket (audited when used)."""
+    """Signs this browser in to the workspace's notebook host (see portal/proxy/tickets.py).
+
+    Without `state`, the browser is sent to the notebook host to start the handshake (it
+    sets its state cookie and comes back); with it, a one-time ticket is made for this
+    person, this state and this portal session, and the browser goes back to redeem it
+    (audited when used)."""
     workspace = _workspace(request, pk)
     if not selectors.workspace_user_may_open(user_id=request.user.pk, workspace=workspace):
         raise Http404("No such workspace.")
     if workspace.state != WorkspaceState.RUNNING:
         messages.warning(request, f"{workspace.name} is {workspace.get_state_display().lower()}; start it first.")
         return redirect("workspace-detail", pk=pk)
-    next_path = request.GET.get("next", "/lab")
-    query = urlencode({"t": ticket_issue(user_id=request.user.pk, workspace_id=str(workspace.pk)), "next": next_path})
-    return redirect(f"{notebook_origin(workspace.pk)}/_dockyard/ticket?{query}")
+    next_path = tickets.next_path_safe(request.GET.get("next"))
+    state = request.GET.get("state", "")
+    if not tickets.state_valid(state):
+        return redirect(f"{notebook_origin(workspace.pk)}{tickets.LOGIN_PATH}?{urlencode({'next': next_path})}")
+    ticket = tickets.ticket_issue(
+        user_id=request.user.pk, workspace_id=str(workspace.pk), state=state, session_key=request.session.session_key
+    )
+    return redirect(
+        f"{notebook_origin(workspace.pk)}{tickets.TICKET_PATH}?{urlencode({'t': ticket, 'next': next_path})}"
+    )
 
 
 def _act(request, pk, action, *, staff_may: bool = False) -> HttpResponse:

@@ -1,15 +1,21 @@
-"""Who may use a workspace through the proxy, decided in the database and cached briefly."""
+"""Who may use a workspace through the proxy, decided in the database and cached briefly.
+
+Only "yes" is cached, for at most DOCKYARD_PROXY_AUTH_CACHE_S: the cache bounds how long a
+revocation takes, and never delays a grant (a new share, a new member) or a fresh start.
+"""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from importlib import import_module
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from portal.accounts.models import token_digest
 from portal.accounts.services import token_authenticate
+from portal.proxy.tickets import session_unseal
 
 
 @dataclass(frozen=True)
@@ -21,9 +27,53 @@ class Decision:
     owner_id: int | None = None
 
 
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking, and by what: a notebook cookie (the sealed portal session it came from)
+    or an API token (its digest and name)."""
+
+    user_id: int
+    session: str = ""
+    token_digest: str = ""
+    token_name: str = ""
+
+
 NOT_FOUND = Decision(allowed=False)
-NOT_RUNNING_TTL_S = 0.2
-_cache: dict[tuple[int, str], tuple[float, Decision]] = {}
+CACHE_MAX_ENTRIES = 10_000
+
+
+class _Recent:
+    """Answers kept with the time they were fetched; a reader says how old it accepts."""
+
+    def __init__(self):
+        self.entries: dict[object, tuple[float, object]] = {}
+
+    def get(self, key, max_age: float):
+        found = self.entries.get(key)
+        if found and time.monotonic() - found[0] <= max_age:
+            return found[1]
+        return None
+
+    def put(self, key, value) -> None:
+        now = time.monotonic()
+        self.entries[key] = (now, value)
+        if len(self.entries) > CACHE_MAX_ENTRIES:  # bound memory: drop expired entries
+            horizon = now - settings.DOCKYARD_PROXY_AUTH_CACHE_S
+            for stale in [k for k, (at, _) in self.entries.items() if at < horizon]:
+                self.entries.pop(stale, None)
+
+    def clear(self) -> None:
+        self.entries.clear()
+
+
+_decisions = _Recent()
+_sessions = _Recent()
+_tokens = _Recent()
+_token_uses = _Recent()
+
+
+def _max_age(max_age: float | None) -> float:
+    return settings.DOCKYARD_PROXY_AUTH_CACHE_S if max_age is None else max_age
 
 
 def _decide(user_id: int, workspace_id: str) -> Decision:
@@ -42,51 +92,72 @@ def _decide(user_id: int, workspace_id: str) -> Decision:
     )
 
 
-async def decide(*, user_id: int, workspace_id: str) -> Decision:
-    """May this person use this workspace now? Cached for DOCKYARD_PROXY_AUTH_CACHE_S at most,
-    so a revoked share or a stopped workspace takes effect within that time."""
+async def decide(*, user_id: int, workspace_id: str, max_age: float | None = None) -> Decision:
+    """May this person use this workspace now, and is it running? A "yes, running" younger
+    than `max_age` (default DOCKYARD_PROXY_AUTH_CACHE_S) is reused; anything else is asked
+    afresh, so a grant or a start is seen by the very next request."""
     key = (user_id, workspace_id)
-    now = time.monotonic()
-    cached = _cache.get(key)
-    if cached and cached[0] > now:
-        return cached[1]
+    cached = _decisions.get(key, _max_age(max_age))
+    if cached is not None:
+        return cached
     decision = await sync_to_async(_decide, thread_sensitive=False)(user_id, workspace_id)
-    # "Allowed but not running yet" changes by itself within seconds (Jupyter coming up): it
-    # is kept only briefly, so the first request after the start gets through at once.
-    ttl = settings.DOCKYARD_PROXY_AUTH_CACHE_S
-    if decision.allowed and not decision.running:
-        ttl = min(ttl, NOT_RUNNING_TTL_S)
-    _cache[key] = (now + ttl, decision)
-    if len(_cache) > 10_000:  # bound memory: drop expired entries
-        for stale in [k for k, (expires, _) in _cache.items() if expires <= now]:
-            _cache.pop(stale, None)
+    if decision.allowed and decision.running:
+        _decisions.put(key, decision)
     return decision
 
 
-def forget() -> None:
-    """Drops every cached decision (tests, and after a change that must apply at once)."""
-    _cache.clear()
-    _token_cache.clear()
+def _session_user_id(session_key: str) -> str | None:
+    from django.contrib.auth import SESSION_KEY
+
+    store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    return store.load().get(SESSION_KEY)  # {} once the session is gone or expired
 
 
-_token_cache: dict[str, tuple[float, int | None]] = {}
+async def session_alive(*, sealed: str, user_id: int, max_age: float | None = None) -> bool:
+    """Is the portal session a notebook cookie came from still signed in, as this person?"""
+    cached = _sessions.get(sealed, _max_age(max_age))
+    if cached is not None:
+        return cached
+    session_key = session_unseal(sealed)
+    if not session_key:
+        return False
+    found = await sync_to_async(_session_user_id, thread_sensitive=False)(session_key)
+    alive = found is not None and str(found) == str(user_id)
+    if alive:
+        _sessions.put(sealed, True)
+    return alive
 
 
-async def user_id_for_token(raw: str) -> int | None:
+async def caller_for_token(raw: str, *, max_age: float | None = None) -> Caller | None:
     """The person behind an API token, cached like access decisions (a revoked token stops
     working within DOCKYARD_PROXY_AUTH_CACHE_S), so a script's every request is not a query."""
     key = token_digest(raw)
-    now = time.monotonic()
-    cached = _token_cache.get(key)
-    if cached and cached[0] > now:
-        return cached[1]
+    cached = _tokens.get(key, _max_age(max_age))
+    if cached is not None:
+        return cached
     token = await sync_to_async(token_authenticate, thread_sensitive=False)(raw=raw)
-    user_id = token.user_id if token else None
-    _token_cache[key] = (now + settings.DOCKYARD_PROXY_AUTH_CACHE_S, user_id)
-    if len(_token_cache) > 10_000:
-        for stale in [k for k, (expires, _) in _token_cache.items() if expires <= now]:
-            _token_cache.pop(stale, None)
-    return user_id
+    if token is None:
+        return None
+    caller = Caller(user_id=token.user_id, token_digest=key, token_name=token.name)
+    _tokens.put(key, caller)
+    return caller
+
+
+async def caller_still_valid(caller: Caller, *, raw_token: str = "", max_age: float | None = None) -> bool:
+    """Is the credential a caller came with still good (session signed in, token usable)?"""
+    if caller.session:
+        return await session_alive(sealed=caller.session, user_id=caller.user_id, max_age=max_age)
+    if raw_token:
+        return await caller_for_token(raw_token, max_age=max_age) is not None
+    return False
+
+
+def forget() -> None:
+    """Drops every cached answer (tests, and after a change that must apply at once)."""
+    _decisions.clear()
+    _sessions.clear()
+    _tokens.clear()
+    _token_uses.clear()
 
 
 async def record_open(*, workspace_id: str, user_id: int, ip: str | None) -> bool:
@@ -106,3 +177,36 @@ async def record_open(*, workspace_id: str, user_id: int, ip: str | None) -> boo
         return True
 
     return await sync_to_async(record, thread_sensitive=False)()
+
+
+async def record_token_use(*, caller: Caller, workspace_id: str, ip: str | None) -> None:
+    """Audits an API token's use on a notebook host: its first use per workspace and hour."""
+    hour = int(time.time() // 3600)
+    seen = (caller.token_digest, workspace_id, hour)
+    if _token_uses.get(seen, 3600) is not None:  # this process recorded (or saw) it already
+        return
+
+    def record() -> None:
+        from django.core.cache import cache
+
+        from portal.accounts.models import User
+        from portal.audit.services import Actor, audit_record
+        from workspaces.models import Workspace
+
+        # cache.add is atomic (SET NX on Redis): of many web processes, one records the hour.
+        if not cache.add(f"dockyard:nb-token-use:{caller.token_digest}:{workspace_id}:{hour}", 1, timeout=3600):
+            return
+        workspace = Workspace.objects.filter(pk=workspace_id).select_related("team").first()
+        user = User.objects.filter(pk=caller.user_id).first()
+        if workspace is None or user is None:
+            return
+        audit_record(
+            actor=Actor.for_user(user, ip=ip, token_name=caller.token_name),
+            action="workspace.open",
+            target=workspace,
+            team=workspace.team,
+            details={"name": workspace.name, "via": "token"},
+        )
+
+    await sync_to_async(record, thread_sensitive=False)()
+    _token_uses.put(seen, True)

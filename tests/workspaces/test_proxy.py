@@ -50,13 +50,19 @@ def signed_in(portal, username):
 
 
 def open_in_browser(portal, client, workspace_id):
-    """Follows the Open button: portal → ticket → notebook host; returns the notebook cookie."""
-    to_ticket = client.get(f"/workspaces/{workspace_id}/open/")
+    """Follows the Open button: portal → notebook host (state cookie) → portal → ticket →
+    notebook host; returns the ticket's path and the redemption."""
+    host = portal.notebook_host(workspace_id)
+    to_host = client.get(f"/workspaces/{workspace_id}/open/")
+    assert to_host.status_code == 302 and to_host.headers["location"].startswith(f"http://{host}/_dockyard/login?")
+    back = portal.notebook(workspace_id).get(to_host.headers["location"].split(host, 1)[1])
+    state = back.cookies[tickets.STATE_COOKIE_NAME]
+    to_ticket = client.get(back.headers["location"].removeprefix(portal.url))
     assert to_ticket.status_code == 302
     location = to_ticket.headers["location"]
-    assert location.startswith(f"http://{portal.notebook_host(workspace_id)}/_dockyard/ticket?")
-    path = location.split(portal.notebook_host(workspace_id), 1)[1]
-    redeemed = portal.notebook(workspace_id).get(path)
+    assert location.startswith(f"http://{host}/_dockyard/ticket?")
+    path = location.split(host, 1)[1]
+    redeemed = portal.notebook(workspace_id, cookie=f"{tickets.STATE_COOKIE_NAME}={state}").get(path)
     return path, redeemed
 
 
@@ -67,8 +73,10 @@ def test_owner_reaches_the_workspace_and_nothing_of_the_portal_reaches_the_conta
     _, redeemed = open_in_browser(portal, client, workspace_id)
     notebook_cookie = redeemed.cookies[tickets.COOKIE_NAME]
 
+    prefix = tickets.app_cookie_prefix(workspace_id)
     cookie_header = (
-        f"sessionid={client.cookies['sessionid']}; csrftoken=abc; {tickets.COOKIE_NAME}={notebook_cookie}; _xsrf=keep"
+        f"sessionid={client.cookies['sessionid']}; csrftoken=abc; {tickets.COOKIE_NAME}={notebook_cookie}; "
+        f"{prefix}_xsrf=keep; parent=dropped"
     )
     seen = portal.notebook(workspace_id, cookie=cookie_header, accept="application/json").get("/api/status")
     assert seen.status_code == 200
@@ -105,7 +113,7 @@ def test_other_people_get_403_and_anonymous_callers_are_sent_to_sign_in(portal, 
     assert anonymous_api.status_code == 401
     anonymous_browser = portal.notebook(workspace_id, accept="text/html").get("/lab")
     assert anonymous_browser.status_code == 302
-    assert anonymous_browser.headers["location"].startswith(f"{portal.url}/workspaces/{workspace_id}/open/?next=")
+    assert anonymous_browser.headers["location"].startswith(f"{portal.url}/workspaces/{workspace_id}/open/?state=")
 
     with pytest.raises(InvalidStatus) as refused:
         run_async(_ws_connect, portal, workspace_id, {"Authorization": f"Bearer {people['tokens']['bob']}"})
@@ -133,7 +141,8 @@ def test_a_ticket_works_once_and_the_cookie_only_on_its_own_host(portal, people,
     assert redeemed.status_code == 302 and redeemed.headers["location"] == "/lab"
     set_cookie = redeemed.headers["set-cookie"].lower()
     assert "httponly" in set_cookie and "domain=" not in set_cookie
-    assert portal.notebook(echo_workspace["id"]).get(path).status_code == 403  # used already
+    state = f"{tickets.STATE_COOKIE_NAME}={'s' * 43}"
+    assert portal.notebook(echo_workspace["id"], cookie=state).get(path).status_code == 403  # used already
     audit = AuditEvent.objects.filter(action="workspace.open", actor_name="alice")
     assert audit.count() == 1
 
@@ -146,17 +155,29 @@ def test_a_ticket_works_once_and_the_cookie_only_on_its_own_host(portal, people,
 
 def test_a_ticket_expires(settings, people):
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
-    ticket = tickets.ticket_issue(user_id=people["alice"].pk, workspace_id="w1")
+    state = tickets.state_new()
+    ticket = tickets.ticket_issue(user_id=people["alice"].pk, workspace_id="w1", state=state, session_key="k")
 
     with time_machine.travel(timezone.now() + timedelta(seconds=settings.DOCKYARD_TICKET_MAX_AGE_S + 1)):
-        assert tickets.ticket_redeem(ticket=ticket, workspace_id="w1") is None
-    assert tickets.ticket_redeem(ticket=ticket, workspace_id="w1") is not None
+        assert tickets.ticket_redeem(ticket=ticket, workspace_id="w1", state=state) is None
+    assert tickets.ticket_redeem(ticket=ticket, workspace_id="w1", state=state) is not None
 
 
 def test_a_ticket_for_one_workspace_does_not_open_another(settings, people):
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
-    ticket = tickets.ticket_issue(user_id=people["alice"].pk, workspace_id="w1")
-    assert tickets.ticket_redeem(ticket=ticket, workspace_id="w2") is None
+    state = tickets.state_new()
+    ticket = tickets.ticket_issue(user_id=people["alice"].pk, workspace_id="w1", state=state, session_key="k")
+    assert tickets.ticket_redeem(ticket=ticket, workspace_id="w2", state=state) is None
+
+
+def test_a_ticket_needs_the_state_of_the_browser_it_was_made_for(settings, people):
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    state = tickets.state_new()
+    ticket = tickets.ticket_issue(user_id=people["alice"].pk, workspace_id="w1", state=state, session_key="k")
+    assert tickets.ticket_redeem(ticket=ticket, workspace_id="w1", state=tickets.state_new()) is None
+    assert tickets.ticket_redeem(ticket=ticket, workspace_id="w1", state="") is None
+    found = tickets.ticket_redeem(ticket=ticket, workspace_id="w1", state=state)
+    assert found is not None and tickets.session_unseal(found.session) == "k"
 
 
 def test_streamed_upload_and_download_cross_the_proxy_whole(portal, people, echo_workspace):
