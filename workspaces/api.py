@@ -74,13 +74,19 @@ class WorkspaceDetailOut(WorkspaceOut):
     source_job = serializers.UUIDField(source="source_job_id", help_text="The job it reproduces, if any.")
     code_sha256 = serializers.CharField(source="code.sha256", default=None, help_text="Code at /code, if any.")
     secret_env = serializers.SerializerMethodField(help_text="Names only; values are never shown.")
+    secrets_left_out = serializers.SerializerMethodField(
+        help_text="Secret names of the job it reproduces that it runs without: they go only to that job's owner."
+    )
 
     class Meta(WorkspaceOut.Meta):
         fields = [*WorkspaceOut.Meta.fields, "source_job", "code_sha256", "parameters", "env", "secret_env",
-                  "error_detail", "events"]  # fmt: skip
+                  "secrets_left_out", "error_detail", "events"]  # fmt: skip
 
     def get_secret_env(self, workspace: Workspace) -> dict:
         return secrets_masked(workspace.secret_env_names)
+
+    def get_secrets_left_out(self, workspace: Workspace) -> list[str]:
+        return selectors.workspace_secrets_left_out(workspace=workspace)
 
 
 class WorkspaceIn(StrictSerializer):

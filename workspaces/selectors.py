@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.db.models import Q, QuerySet
 
+from portal.accounts.models import User
 from portal.workloads.models import WorkloadEvent
 from workspaces.models import Workspace, WorkspaceShare
 
@@ -28,10 +29,21 @@ def workspace_visible_to(*, user) -> QuerySet[Workspace]:
 
 def workspace_user_may_open(*, user_id: int, workspace: Workspace) -> bool:
     """The one check the proxy and the Open button make: may this person use the notebook?
-    The owner, and the teammates it is shared with."""
-    if workspace.owner_id == user_id:
-        return True
-    return WorkspaceShare.objects.filter(workspace=workspace, user_id=user_id).exists()
+    An active account, a member of the workspace's team, and its owner or a teammate it is
+    shared with. One query, asked afresh at every decision, so a removed member or a
+    deactivated account is refused at once."""
+    member = User.objects.filter(pk=user_id, is_active=True, memberships__team_id=workspace.team_id)
+    if workspace.owner_id != user_id:
+        member = member.filter(workspace_shares__workspace_id=workspace.pk)
+    return member.exists()
+
+
+def workspace_secrets_left_out(*, workspace: Workspace) -> list[str]:
+    """The secret names of the job this workspace reproduces that it runs without (they were
+    someone else's); empty when it reproduces nothing or its owner's own job."""
+    if workspace.source_job is None:
+        return []
+    return sorted(set(workspace.source_job.secret_env_names) - set(workspace.secret_env_names))
 
 
 def workspace_share_list(*, workspace: Workspace) -> QuerySet[WorkspaceShare]:

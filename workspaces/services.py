@@ -31,7 +31,13 @@ from portal.catalog.models import EnvironmentRevision, Image, ImageRevision
 from portal.catalog.services import image_require_startable
 from portal.core.secrets import secrets_open
 from portal.quotas.models import Allocation, ResourceProfile
-from portal.quotas.services.admission import admit, allocation_device_ids, allocations_device_ids, release
+from portal.quotas.services.admission import (
+    admission_never_fits,
+    admit,
+    allocation_device_ids,
+    allocations_device_ids,
+    release,
+)
 from portal.quotas.services.queue import queue_cancel, queue_enqueue
 from portal.quotas.services.quota import team_runtime_limits
 from portal.quotas.values import AdmissionRequest, Refusal, Resources, WorkloadRef
@@ -42,6 +48,7 @@ from portal.workloads.services import (
     IllegalTransition,
     workload_admitted_message,
     workload_event_add,
+    workload_image_ensure,
     workload_note_waiting,
     workload_transition,
 )
@@ -86,6 +93,7 @@ class WorkspaceSource:
     code: CodeArchive | None = None
     source_job: Job | None = None
     digest: str = ""  # a reproduced job's exact digest; else the revision's
+    secrets_left_out: tuple[str, ...] = ()  # a reproduced job's secrets this person may not have
 
     def fields(self) -> dict:
         return {
@@ -101,6 +109,8 @@ class WorkspaceSource:
             details["environment"] = self.environment_revision.ref
         if self.source_job is not None:
             details["reproduces"] = str(self.source_job.pk)
+        if self.secrets_left_out:
+            details["left_out"] = list(self.secrets_left_out)  # a key saying "secret" would be masked
         return details
 
 
@@ -128,17 +138,23 @@ def workspace_reproduce(
 ) -> Workspace:
     """A workspace to rerun or debug a finished job interactively: the job's exact image
     digest (and environment revision), its code read-only at /code, its parameters as PARAM_*
-    and its env and secrets. For members of the job's team."""
+    and its env. For members of the job's team who may launch the environment it ran on.
+    The secrets typed into the job go only to its owner: anyone else starts without them, and
+    the workspace records which names were left out."""
     from jobs.models import JobState
 
-    if not Membership.objects.filter(user=by, team=job.team).exists():
+    if not Membership.objects.filter(user=by, team=job.team, user__is_active=True).exists():
         raise PermissionDenied(f"Only members of {job.team.slug} can open its jobs in a workspace.")
     if job.state not in JobState.final():
         raise ValidationError(f"{job.name} is {job.state}; a job opens in a workspace once it has finished.")
+    if job.environment_revision is not None:
+        environment_require_launchable(revision=job.environment_revision, user=by, team=job.team)
+    own = job.owner_id == by.pk
     source = WorkspaceSource(
         image=job.image, revision=job.image_revision, environment_revision=job.environment_revision,
-        env=dict(job.env), sealed_secret_env=job.secret_env, secret_env_names=tuple(job.secret_env_names),
-        parameters=dict(job.parameters), code=job.code, source_job=job, digest=job.image_digest,
+        env=dict(job.env), sealed_secret_env=job.secret_env if own else "",
+        secret_env_names=tuple(job.secret_env_names) if own else (), parameters=dict(job.parameters), code=job.code,
+        source_job=job, digest=job.image_digest, secrets_left_out=() if own else tuple(job.secret_env_names),
     )  # fmt: skip
     if not source.image.default_command:
         raise ValidationError(
@@ -164,7 +180,7 @@ def _source_for(
         if environment_revision is None:
             raise ValidationError({"image": "Choose an image or an environment."})
     if environment_revision is not None:
-        environment_require_launchable(revision=environment_revision, user=owner)
+        environment_require_launchable(revision=environment_revision, user=owner, team=team)
         image = environment_revision.environment.image
         source = WorkspaceSource(
             image=image, revision=environment_revision.image_revision, environment_revision=environment_revision
@@ -192,6 +208,7 @@ def _create(
     except QuotaRefused as refused:
         if not wait:
             raise
+        _require_may_ever_fit(owner=owner, team=team, profile=profile)
         return _create_waiting(
             uid=uid, owner=owner, team=team, name=name, source=source, profile=profile, refusal=refused.refusal,
             actor=actor,
@@ -213,6 +230,7 @@ def _create(
                 jupyter_token=secrets.token_hex(32),
             )
             workload_event_add(workload=workspace, step="admitted", message=workload_admitted_message(workspace))
+            _note_secrets_left_out(workspace, source)
             audit_record(
                 actor=actor,
                 action="workspace.create",
@@ -237,6 +255,7 @@ def _create_waiting(
         )  # fmt: skip
         queue_enqueue(request=_request(uid=uid, owner=owner, team=team, profile=profile), actor=actor)
         workload_event_add(workload=workspace, step="queued", message=f"Waiting for capacity: {refusal.message}")
+        _note_secrets_left_out(workspace, source)
         audit_record(
             actor=actor,
             action="workspace.create",
@@ -245,6 +264,23 @@ def _create_waiting(
             details={"name": name, **source.audit_details(), "profile": profile.slug, "waiting": refusal.message},
         )
     return workspace
+
+
+def _require_may_ever_fit(*, owner: User, team: Team, profile: ResourceProfile) -> None:
+    """Waiting is for what fits once others finish: a size over a limit, or bigger than any
+    node's GPUs, would wait for ever, so it is refused at once, naming the limit."""
+    refusal = admission_never_fits(request=_request(uid=None, owner=owner, team=team, profile=profile))
+    if refusal is not None:
+        raise ValidationError({"profile": f"{profile.slug} can never run here: {refusal.message}."})
+
+
+def _note_secrets_left_out(workspace: Workspace, source: WorkspaceSource) -> None:
+    if source.secrets_left_out:
+        names = ", ".join(source.secrets_left_out)
+        workload_event_add(
+            workload=workspace, step="secrets",
+            message=f"Started without the job's secrets ({names}): they go only to the job's owner",
+        )  # fmt: skip
 
 
 def workspaces_admitted(admitted: list[tuple[WorkloadRef, int]]) -> None:
@@ -271,7 +307,12 @@ def workspaces_admitted(admitted: list[tuple[WorkloadRef, int]]) -> None:
 
 
 def workspace_start(*, workspace: Workspace, actor: Actor) -> Workspace:
-    """Starts a stopped or failed workspace again, with the same image revision and home."""
+    """Starts a stopped or failed workspace again, with the same image revision and home, for
+    an owner who is still an active member of its team."""
+    if not Membership.objects.filter(user=workspace.owner, team=workspace.team, user__is_active=True).exists():
+        raise PermissionDenied(
+            f"{workspace.name} cannot start: {workspace.owner.username} is no longer a member of {workspace.team.slug}."
+        )
     if workspace.state not in (S.STOPPED, S.FAILED):
         raise_conflict(workspace, "start")
     profile = workspace.profile
@@ -303,8 +344,9 @@ def workspace_stop(
         with transaction.atomic():
             queue_cancel(workload=WorkloadRef(kind=Workspace.KIND, uid=workspace.pk), actor=actor)
             return _transition(
-                workspace, S.STOPPED, actor=actor, step="stopped", message="Stopped waiting", action="workspace.stop"
-            )
+                workspace, S.STOPPED, actor=actor, step="stopped", message=reason or "Stopped waiting",
+                action=action, audit_details={"reason": reason} if reason else None,
+            )  # fmt: skip
     if workspace.state not in (S.PENDING, S.STARTING, S.RUNNING, S.FAILED):
         raise_conflict(workspace, "stop")
     workspace = _transition(
@@ -369,6 +411,23 @@ def workspace_unshare(*, workspace: Workspace, user: User, by: User, actor: Acto
             audit_record(
                 actor=actor, action="workspace.unshare", target=workspace, team=workspace.team, details=details
             )
+
+
+def workspaces_membership_ended(*, user: User, team: Team, actor: Actor, reason: str) -> None:
+    """A person lost their place in `team`: the team's workspaces shared with them are theirs no
+    more, and their own workspaces there stop (queued ones stop waiting), each with the reason
+    on its page and in the audit log. Runs in the caller's transaction; stops go on commit."""
+    shares = WorkspaceShare.objects.filter(user=user, workspace__team=team).select_related("workspace")
+    for share in shares:
+        details = {"user": user.username, "workspace": share.workspace.name, "reason": reason}
+        audit_record(actor=actor, action="workspace.unshare", target=share.workspace, team=team, details=details)
+    shares.delete()
+    live = (S.QUEUED, S.PENDING, S.STARTING, S.RUNNING)
+    for workspace in Workspace.objects.filter(owner=user, team=team, state__in=live).select_related("team"):
+        try:
+            workspace_stop(workspace=workspace, actor=actor, reason=f"stopped: {reason}")
+        except IllegalTransition:
+            continue  # moved on meanwhile (failed, or already stopping)
 
 
 def _require_owner(*, workspace: Workspace, by: User, actor: Actor, action: str, details: dict) -> None:
@@ -484,7 +543,7 @@ def workspace_run_start(*, workspace_id: str) -> bool:
         return False  # already done, stopped meanwhile, or deleted: nothing to do
     backend = get_backend()
     try:
-        backend.ensure_image(workspace.image_digest)
+        workload_image_ensure(workload=workspace, backend=backend)  # pulls again (with progress) if it went
         workload_event_add(workload=workspace, step="image", message="Image ready", percent=100)
         backend.start(workspace_spec(workspace))
     except RuntimeError_ as error:
@@ -577,7 +636,7 @@ def _exit_message(reason: str) -> str:
 
 def _log_tail(backend, workspace: Workspace, lines: int = 40):
     try:
-        return list(backend.logs(backend.handle_for(workspace.uid)))[-lines:]
+        return list(backend.logs(backend.handle_for(workspace.uid), tail=lines))
     except RuntimeError_:
         return []
 

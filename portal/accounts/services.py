@@ -7,8 +7,10 @@ manage a team, that a team keeps a team admin) and each audit event lives in one
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -25,21 +27,34 @@ TOKEN_LAST_USED_RESOLUTION = timedelta(seconds=60)
 # --- API tokens -----------------------------------------------------------------------------
 
 
-def token_create(*, user: User, name: str, expires_at: datetime | None, actor: Actor) -> tuple[ApiToken, str]:
-    """Makes a token for `user`; returns it with the raw value, which is never stored."""
+def token_create(
+    *, user: User, name: str, expires_at: datetime | None, actor: Actor, parent: ApiToken | None = None
+) -> tuple[ApiToken, str]:
+    """Makes a token for `user`; returns it with the raw value, which is never stored.
+
+    `parent` is the token the request was authenticated with, if any: the new token expires no
+    later than it, so a leaked short-lived token cannot mint a lasting one.
+    """
     if expires_at is not None and expires_at <= timezone.now():
         raise ValidationError({"expires_at": "The expiry must be in the future."})
+    if parent is not None and parent.expires_at is not None and (expires_at is None or expires_at > parent.expires_at):
+        expires_at = parent.expires_at
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with transaction.atomic():
+        # One creation at a time per person, so two at once cannot both pass the limit.
+        User.objects.select_for_update().filter(pk=user.pk).first()
+        limit = settings.DOCKYARD_TOKENS_PER_USER_MAX
+        if ApiToken.objects.usable().filter(user=user).count() >= limit:
+            raise ValidationError(
+                {"name": f"You already have {limit} usable tokens, the most allowed: revoke one you no longer use."}
+            )
         token = ApiToken.objects.create(
             user=user, name=name, digest=token_digest(raw), hint=raw[:10], expires_at=expires_at
         )
-        audit_record(
-            actor=actor,
-            action="token.create",
-            target=token,
-            details={"name": name, "owner": user.username, "expires_at": expires_at},
-        )
+        details = {"name": name, "owner": user.username, "expires_at": expires_at}
+        if parent is not None:
+            details["made_with"] = {"id": parent.pk, "name": parent.name}  # the parent API token
+        audit_record(actor=actor, action="token.create", target=token, details=details)
     return token, raw
 
 
@@ -89,6 +104,46 @@ def user_update_profile(*, user: User, changes: dict, actor: Actor) -> User:
         user.save(update_fields=list(changed))
         audit_record(actor=actor, action="user.update", target=user, details={"changed": changed})
     return user
+
+
+# --- When someone's place in a team ends --------------------------------------------------------
+
+# A workload kind hears, inside the transaction that ended it, that a person lost their place in
+# a team (removed from it, or their account deactivated): `listener(user=, team=, actor=,
+# reason=)`. It takes their access to the team's work away and stops what they run there,
+# enqueueing any backend work on commit. Kinds register from their AppConfig.ready, so the
+# platform never imports a kind.
+MembershipEndedListener = Callable[..., None]
+_membership_ended_listeners: dict[str, MembershipEndedListener] = {}
+
+
+def membership_ended_listener_register(*, kind: str, listener: MembershipEndedListener) -> None:
+    _membership_ended_listeners[kind] = listener
+
+
+def membership_ended(*, user: User, team: Team, actor: Actor, reason: str) -> None:
+    """Tells every kind that `user` no longer acts in `team` (call inside the change's transaction)."""
+    for listener in _membership_ended_listeners.values():
+        listener(user=user, team=team, actor=actor, reason=reason)
+
+
+def user_deactivate(*, user: User, actor: Actor) -> User:
+    """Deactivates an account: it can no longer sign in or use its tokens, and in every team it
+    belongs to its shares go and its workspaces stop (the memberships stay, for the record)."""
+    with transaction.atomic():
+        updated = User.objects.filter(pk=user.pk, is_active=True).update(is_active=False)
+        user.is_active = False
+        if updated:
+            user_deactivated(user=user, actor=actor)
+    return user
+
+
+def user_deactivated(*, user: User, actor: Actor) -> None:
+    """What follows an account's deactivation, however it was made (this service, the admin
+    site's form, a sign-in sync): audited, and every kind told for each of the person's teams."""
+    audit_record(actor=actor, action="user.deactivate", target=user, details={"username": user.username})
+    for team in Team.objects.filter(memberships__user=user):
+        membership_ended(user=user, team=team, actor=actor, reason=f"the account of {user.username} was deactivated")
 
 
 # --- Teams and memberships --------------------------------------------------------------------
@@ -154,6 +209,7 @@ def membership_remove(*, membership: Membership, by: User, actor: Actor) -> None
         if locked.role == Role.TEAM_ADMIN:
             _require_another_team_admin(locked)
         target = {"target_type": "accounts.membership", "target_id": str(locked.pk), "target_repr": str(locked)}
+        locked.ended_by = actor  # the post_delete receiver tells the kinds, naming who removed them
         locked.delete()
         audit_record(actor=actor, action="team.member_remove", team=team, details=details, **target)
 

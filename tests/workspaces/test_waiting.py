@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
 from portal.audit.models import AuditEvent
+from portal.audit.services import Actor
 from portal.quotas.models import TeamQuota
+from portal.quotas.services import admit
+from portal.quotas.values import AdmissionRequest, Resources, WorkloadRef
 from tests.workspaces.conftest import wait_state
 from workspaces.models import Workspace
 
@@ -43,7 +47,9 @@ def test_a_waiting_workspace_starts_by_itself_when_the_first_one_stops(portal, p
 
 
 def test_waiting_can_be_cancelled(portal, people, small, echo_image, demo_team):
-    TeamQuota.objects.create(team=demo_team, max_workspaces=0)
+    TeamQuota.objects.create(team=demo_team, max_workspaces=1)
+    running = AdmissionRequest(WorkloadRef("workspace", uuid.uuid4()), demo_team, people["alice"], Resources(1, 1))
+    admit(request=running, actor=Actor.system())  # the team's one workspace is in use
     api = portal.client(authorization=f"Bearer {people['tokens']['alice']}")
     body = {"name": "never", "image": echo_image.slug, "profile": "small", "team": "demo", "wait": True}
     queued = api.post("/api/v1/workspaces/", json=body).json()

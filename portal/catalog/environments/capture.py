@@ -24,6 +24,7 @@ from portal.catalog.environments.services import (
     CleanRecipe,
     Origin,
     environment_make,
+    environment_require_launchable,
     require_manager,
     require_member,
     revision_add,
@@ -97,6 +98,8 @@ def environment_save_from_workspace(
     if not chosen:
         raise ValidationError({"packages": "Nothing to save: no package was added or changed in the workspace."})
     start = workspace.environment_revision
+    if start is not None:  # its recipe and secrets are copied: only for those who may launch it
+        environment_require_launchable(revision=start, user=by, team=workspace.team)
     if into is not None:
         if start is None or into.pk != start.environment_id:
             raise ValidationError({"environment": "A workspace is saved into the environment it started from."})

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Max
+from django.db.models import Max, Q
 
 from jobs import spec as job_rules
 from portal.accounts.models import Membership, Team, User, slug_validator
@@ -378,15 +378,34 @@ def environment_revision_resolve(*, user: User, ref: str) -> EnvironmentRevision
         revision = revisions.filter(image_revision__status=ImageRevision.Status.READY).order_by("-number").first()
     if revision is None:
         raise ValidationError({"environment": f"{slug} has no built revision {number or ''}".strip() + "."})
-    environment_require_launchable(revision=revision, user=user)
+    _require_visible_and_built(revision=revision, user=user)
     return revision
 
 
-def environment_require_launchable(*, revision: EnvironmentRevision, user: User) -> None:
-    """The one check before a workload starts from an environment revision: the person may
-    see the environment, and the revision is built."""
+def environment_require_launchable(*, revision: EnvironmentRevision, user: User, team: Team) -> None:
+    """The one check before a workload starts from an environment revision (submit, rerun,
+    workspace create, open in workspace, save as environment): the environment belongs to the
+    workload's team, the person may see it (the team's shared ones and their own private
+    ones; staff are no exception here, as workloads of one team never run another's recipe
+    and secrets), and the revision is built."""
+    environment = revision.environment
+    if environment.team_id != team.pk:
+        raise ValidationError(
+            {"environment": f"{environment.slug} belongs to another team: workloads of {team.slug} cannot use it."}
+        )
+    mine = Q(shared=True) | Q(created_by=user)
+    if not Environment.objects.filter(mine, pk=environment.pk, team__memberships__user=user).exists():
+        raise ValidationError({"environment": f"There is no environment {environment.slug!r} you can use."})
+    _require_built(revision)
+
+
+def _require_visible_and_built(*, revision: EnvironmentRevision, user: User) -> None:
     if not Environment.objects.visible_to(user).filter(pk=revision.environment_id).exists():
         raise ValidationError({"environment": f"There is no environment {revision.environment.slug!r} you can use."})
+    _require_built(revision)
+
+
+def _require_built(revision: EnvironmentRevision) -> None:
     if not revision.is_ready:
         raise ValidationError(
             {"environment": f"{revision.ref} is not built (status: {revision.image_revision.get_status_display()})."}

@@ -8,6 +8,7 @@ never deadlock.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 from django.db import connection, transaction
@@ -75,15 +76,30 @@ def admission_never_fits(*, request: AdmissionRequest) -> Refusal | None:
     work is refused outright rather than queued for ever."""
     team_quota = TeamQuota.objects.filter(team=request.team).first() or TeamQuota(team=request.team)
     user_quota = UserQuota.objects.filter(team=request.team, user=request.user).first()
-    refusal = request_check(
+    return request_never_fits(
         request=request, team_limits=limits_of(team_quota), user_limits=limits_of(user_quota),
-        team_used=Usage(), user_used=Usage(),
+        inventory=inventory_pool,
     )  # fmt: skip
+
+
+def inventory_pool() -> FreePool:
+    """Every healthy GPU, as if none were taken: what the biggest request could ever get."""
+    rows = GpuDevice.objects.filter(health=GpuHealth.HEALTHY).values_list(
+        "pk", "node_id", "node__name", "index", "model"
+    )
+    return FreePool(FreeGpu(*row) for row in rows)
+
+
+def request_never_fits(
+    *, request: AdmissionRequest, team_limits: dict, user_limits: dict, inventory: Callable[[], FreePool]
+) -> Refusal | None:
+    """The limit that refuses the request even with nothing else running, or None. The GPU
+    inventory is asked for (`inventory()`) only when the limits let the request through."""
+    refusal = request_check(
+        request=request, team_limits=team_limits, user_limits=user_limits, team_used=Usage(), user_used=Usage()
+    )
     if refusal is None and request.resources.gpus:
-        rows = GpuDevice.objects.filter(health=GpuHealth.HEALTHY).values_list(
-            "pk", "node_id", "node__name", "index", "model"
-        )
-        pool = FreePool(FreeGpu(*row) for row in rows)
+        pool = inventory()
         if pool.pick(count=request.resources.gpus, model=request.resources.gpu_model) is None:
             refusal = inventory_refusal(request=request, pool=pool)
     return refusal

@@ -31,8 +31,10 @@ from portal.quotas.services.admission import (
     allocation_open_for,
     free_gpu_list,
     inventory_lock,
+    inventory_pool,
     inventory_refusal,
     request_check,
+    request_never_fits,
     team_quota_lock,
 )
 from portal.quotas.values import AdmissionRequest, Refusal, Resources, WorkloadRef
@@ -155,6 +157,12 @@ class _Ledger:
     pool: FreePool
     held: set = field(default_factory=set)  # team ids and (team, user) keys whose quota is held
     held_gpus: int = 0
+    inventory: FreePool | None = None  # every healthy GPU, read once per pass if a hold needs it
+
+    def inventory_pool(self) -> FreePool:
+        if self.inventory is None:
+            self.inventory = inventory_pool()
+        return self.inventory
 
 
 def admission_pass(*, actor: Actor | None = None, now: datetime | None = None) -> PassResult:
@@ -249,7 +257,7 @@ def _decide(
         if refusal is None:
             _take(request=request, gpus=gpus, ledger=ledger)
             decisions.append((entry, gpus))
-        elif entry.enqueued_at <= starving_before:
+        elif entry.enqueued_at <= starving_before and not _never_fits(request=request, ledger=ledger):
             _hold(entry=entry, refusal=refusal, ledger=ledger)
     return decisions, settled
 
@@ -269,6 +277,17 @@ def _try(*, request: AdmissionRequest, ledger: _Ledger) -> tuple[list[FreeGpu], 
     if chosen is None:
         return [], inventory_refusal(request=request, pool=ledger.pool)
     return chosen, None
+
+
+def _never_fits(*, request: AdmissionRequest, ledger: _Ledger) -> bool:
+    # Work that could not run even on an idle cluster (limits lowered, GPUs retired since it
+    # queued) would hold capacity for ever and starve everyone behind it for nothing.
+    team_id, key = request.team.pk, (request.team.pk, request.user.pk)
+    refusal = request_never_fits(
+        request=request, team_limits=ledger.team_limits.get(team_id, {}),
+        user_limits=ledger.user_limits.get(key, {}), inventory=ledger.inventory_pool,
+    )  # fmt: skip
+    return refusal is not None
 
 
 def _take(*, request: AdmissionRequest, gpus: list[FreeGpu], ledger: _Ledger) -> None:
