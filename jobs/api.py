@@ -94,9 +94,15 @@ class JobDetailOut(JobOut):
     wait_reason = serializers.SerializerMethodField(help_text="Why a queued job waits (the limit it would hit).")
     attempts = JobAttemptOut(many=True, source="attempt_list")
     events = JobEventOut(many=True, source="event_list")
+    secrets_left_out = serializers.SerializerMethodField(
+        help_text="Secret names of the job it reruns that it runs without: they go only to that job's owner."
+    )
 
     class Meta(JobOut.Meta):
-        fields = [*JobOut.Meta.fields, "wait_reason", "attempts", "events"]
+        fields = [*JobOut.Meta.fields, "wait_reason", "attempts", "events", "secrets_left_out"]
+
+    def get_secrets_left_out(self, job: Job) -> list[str]:
+        return services.job_secrets_left_out(job=job)
 
     def get_wait_reason(self, job: Job) -> str:
         return selectors.job_wait_reason(job=job)

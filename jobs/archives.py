@@ -8,6 +8,7 @@ import posixpath
 import tarfile
 import zipfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO
 
@@ -17,7 +18,6 @@ from django.core.exceptions import ValidationError
 # /code is made root-owned and read-only: the job's user (uid 1000) can read and run it, not change it.
 CODE_ROOT = "code"
 READ_ONLY_DIR, READ_ONLY_FILE, READ_ONLY_EXEC = 0o555, 0o444, 0o555
-MAX_MEMBERS = 100_000
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,9 @@ def _mib(value: int) -> int:
 
 def archive_inspect(fileobj: IO[bytes], *, field: str = "code") -> ArchiveFacts:
     """Checks an uploaded archive (zip, or tar possibly compressed): its size, that every path
-    stays inside it, and its unpacked size. Returns its format, SHA-256 and file count."""
+    stays inside it, and its entry count and unpacked size. Returns its format, SHA-256 and
+    file count. The limits are checked while the entries are listed, from their headers, so a
+    small compressed upload that would unpack to far more is refused before it is unpacked."""
     digest, size = hashlib.sha256(), 0
     fileobj.seek(0)
     while chunk := fileobj.read(1024 * 1024):
@@ -43,17 +45,35 @@ def archive_inspect(fileobj: IO[bytes], *, field: str = "code") -> ArchiveFacts:
     if size > _mib(settings.DOCKYARD_JOB_CODE_MAX_MB):
         raise ValidationError({field: f"The archive is larger than {settings.DOCKYARD_JOB_CODE_MAX_MB} MiB."})
     fileobj.seek(0)
-    members = list(_members(fileobj, field=field))
+    unpacked = files = 0
+    for entries, member in enumerate(_members(fileobj, field=field), start=1):
+        unpacked += member.size
+        files += not member.is_dir
+        _check_limits(entries, unpacked, field=field)
     fileobj.seek(0)
-    if len(members) > MAX_MEMBERS:
-        raise ValidationError({field: f"The archive holds more than {MAX_MEMBERS} entries."})
-    if sum(m.size for m in members) > _mib(settings.DOCKYARD_JOB_CODE_MAX_UNPACKED_MB):
-        raise ValidationError(
-            {field: f"Unpacked, the archive is larger than {settings.DOCKYARD_JOB_CODE_MAX_UNPACKED_MB} MiB."}
-        )
     fmt = "zip" if zipfile.is_zipfile(fileobj) else "tar"
     fileobj.seek(0)
-    return ArchiveFacts(fmt, digest.hexdigest(), size, sum(1 for m in members if not m.is_dir))
+    return ArchiveFacts(fmt, digest.hexdigest(), size, files)
+
+
+def _check_limits(entries: int, unpacked: int, *, field: str) -> None:
+    most = settings.DOCKYARD_JOB_CODE_MAX_FILES
+    if entries > most:
+        raise ValidationError({field: f"The archive holds more than {most} entries, the limit for code archives."})
+    if unpacked > _mib(settings.DOCKYARD_JOB_CODE_MAX_UNPACKED_MB):
+        raise ValidationError(
+            {field: f"Unpacked, the archive would be larger than {settings.DOCKYARD_JOB_CODE_MAX_UNPACKED_MB} MiB, "
+                    "the limit for code archives."}
+        )  # fmt: skip
+
+
+def _zip_entry_count(fileobj: IO[bytes]) -> int:
+    """The entry count a zip's end record declares, read before its central directory is: a
+    small upload can declare millions of entries, which zipfile would all load."""
+    fileobj.seek(0)
+    end = zipfile._EndRecData(fileobj)  # the stdlib's own end-record reader, zip64 too
+    fileobj.seek(0)
+    return end[zipfile._ECD_ENTRIES_TOTAL] if end else 0
 
 
 @dataclass(frozen=True)
@@ -75,7 +95,7 @@ def _safe(name: str, field: str) -> str | None:
 
 def _members(fileobj: IO[bytes], *, field: str) -> Iterator[_Member]:
     if zipfile.is_zipfile(fileobj):
-        fileobj.seek(0)
+        _check_limits(_zip_entry_count(fileobj), 0, field=field)
         with zipfile.ZipFile(fileobj) as archive:
             for info in archive.infolist():
                 path = _safe(info.filename, field)
@@ -203,17 +223,31 @@ def tar_stream_files(chunks: Iterable[bytes]) -> Iterator[tuple[str, tarfile.Tar
                 yield relative, info, tar.extractfile(info)
 
 
-def tar_single_file(chunks: Iterable[bytes], *, limit: int) -> bytes:
-    """The content of the one file in a tar stream (at most its last `limit` bytes)."""
+@contextmanager
+def tar_single_file_open(chunks: Iterable[bytes], *, limit: int) -> Iterator[tuple[IO[bytes] | None, int]]:
+    """(file, size) of the one file in a tar stream, positioned so that at most its last `limit`
+    bytes are left to read; (None, 0) when the stream holds no file. The head is read past in
+    bounded pieces, never held."""
     reader = io.BufferedReader(ChunkReader(chunks), buffer_size=1024 * 1024)
     with tarfile.open(fileobj=reader, mode="r|") as tar:
         for info in tar:
             if info.isfile():
                 handle = tar.extractfile(info)
-                if info.size > limit:
-                    handle.read(info.size - limit)
-                return handle.read()
-    return b""
+                _skip(handle, info.size - limit)
+                yield handle, info.size
+                return
+    yield None, 0
+
+
+def _skip(handle: IO[bytes], count: int) -> None:
+    while count > 0 and (piece := handle.read(min(count, 1024 * 1024))):
+        count -= len(piece)
+
+
+def tar_single_file(chunks: Iterable[bytes], *, limit: int) -> bytes:
+    """The content of the one file in a tar stream (at most its last `limit` bytes)."""
+    with tar_single_file_open(chunks, limit=limit) as (handle, _):
+        return handle.read() if handle is not None else b""
 
 
 def folder_snapshot(chunks: Iterable[bytes], *, field: str = "code_path") -> tuple[bytes, int]:

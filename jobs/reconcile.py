@@ -7,7 +7,7 @@ from jobs.models import Job, JobState
 from portal.quotas.models import Allocation
 from portal.runtime import RuntimeError_
 from portal.runtime.base import Observed, State
-from portal.workloads.reconcile import Correction, Look, redrive
+from portal.workloads.reconcile import Correction, Look, observed_handle, redrive
 from portal.workloads.services import IllegalTransition
 
 S = JobState
@@ -60,7 +60,7 @@ class JobReconciler:
         job = Job.objects.filter(pk=observed.uid).first()
         if job is not None:
             services.job_settle(job_id=job.uid)
-        services.job_container_remove(uid=observed.uid)
+        services.job_container_remove(uid=observed.uid, handle=observed_handle(observed))
         reason = f"the job is {job.state}" if job else "the job no longer exists"
         return Correction("orphan", KIND, observed.uid, reason, "container removed, output volume kept")
 

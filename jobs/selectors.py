@@ -20,8 +20,14 @@ def job_visible_to(*, user) -> QuerySet[Job]:
     return jobs.filter(team__in=Team.objects.visible_to(user))
 
 
-def job_list(*, user, state: str = "", team: str = "", experiment=None, mine: bool = False) -> QuerySet[Job]:
+def job_list(
+    *, user, state: str = "", team: str = "", experiment=None, mine: bool = False, series: bool = False
+) -> QuerySet[Job]:
+    """Newest first. Metric series (up to DOCKYARD_JOB_METRICS_MAX_SERIES times MAX_POINTS points
+    a job) are left out unless `series`: lists show last values only."""
     jobs = job_visible_to(user=user).annotate(attempt_count=Count("attempts"))
+    if not series:
+        jobs = jobs.defer("metrics")
     if state:
         jobs = jobs.filter(state=state)
     if team:

@@ -44,13 +44,23 @@ from portal.quotas.services.queue import queue_cancel, queue_enqueue
 from portal.quotas.services.quota import team_runtime_limits
 from portal.quotas.values import AdmissionRequest, Resources, WorkloadRef
 from portal.runtime import RuntimeError_, get_backend
-from portal.runtime.base import WAITING_FOR_CAPACITY, FileDrop, Mount, Observed, State, WorkloadSpec
+from portal.runtime.base import (
+    WAITING_FOR_CAPACITY,
+    FileDrop,
+    Handle,
+    Mount,
+    Observed,
+    State,
+    WorkloadSpec,
+    log_tail,
+)
 from portal.workloads.models import NODE_MAX, WorkloadEvent
 from portal.workloads.reconcile import engine_restarted
 from portal.workloads.services import (
     IllegalTransition,
     workload_admitted_message,
     workload_event_add,
+    workload_image_ensure,
     workload_note_waiting,
     workload_transition,
 )
@@ -58,7 +68,6 @@ from portal.workloads.services import (
 S = JobState
 OUTPUT = "/output"
 METRICS_FILE = f"{OUTPUT}/metrics.jsonl"
-METRICS_MAX_BYTES = 20 * 1024 * 1024
 MAX_PRIORITY = 10
 WATCH_FLAG = "jobs:watch-pending"
 
@@ -128,7 +137,7 @@ def job_spec_check(*, owner: User, job_spec: JobSpec) -> tuple[ImageRevision, li
     if job_spec.image is None and job_spec.environment_revision is None and job_spec.revision is None:
         job_spec.environment_revision = environment_team_default(team=job_spec.team)
     if job_spec.environment_revision is not None:
-        environment_require_launchable(revision=job_spec.environment_revision, user=owner)
+        environment_require_launchable(revision=job_spec.environment_revision, user=owner, team=job_spec.team)
         revision = job_spec.environment_revision.image_revision
     elif job_spec.revision is not None:
         revision = job_spec.revision
@@ -226,19 +235,37 @@ def job_spec_record(job: Job) -> dict:
 
 
 def job_rerun(*, job: Job, by: User, actor: Actor) -> Job:
-    """A new job with exactly the recorded spec: same image revision (digest), code archive,
-    command, parameters, env and secrets, profile, priority, timeout and retries."""
-    if not Membership.objects.filter(user=by, team=job.team).exists():
+    """A new job with exactly the recorded spec: same image revision (digest), environment
+    revision, code archive, command, parameters, env, profile, priority, timeout and retries.
+    The secrets typed into the job go only to its owner's reruns: a teammate's rerun runs
+    without them, and says which names were left out (its environment's secrets it gets, as
+    `job_spec_check` lets only those who may launch that environment rerun it)."""
+    if not Membership.objects.filter(user=by, team=job.team, user__is_active=True).exists():
         raise PermissionDenied(f"Only members of {job.team.slug} can rerun its jobs.")
+    own = job.owner_id == by.pk
     job_spec = JobSpec(
         name=job.name, team=job.team, profile=job.profile, command=job.command[0] if job.shell else job.command,
         revision=job.image_revision, environment_revision=job.environment_revision, env=dict(job.env),
-        sealed_secret_env=job.secret_env,
-        secret_env_names=list(job.secret_env_names), parameters=dict(job.parameters),
+        sealed_secret_env=job.secret_env if own else "",
+        secret_env_names=list(job.secret_env_names) if own else [], parameters=dict(job.parameters),
         priority=min(job.priority, 0) if not user_can_manage_team(user=by, team=job.team) else job.priority,
         timeout_s=job.timeout_s, max_retries=job.max_retries, nodes=job.nodes, code=job.code,
     )  # fmt: skip
-    return job_submit(owner=by, job_spec=job_spec, actor=actor, rerun_of=job)
+    rerun = job_submit(owner=by, job_spec=job_spec, actor=actor, rerun_of=job)
+    left_out = job_secrets_left_out(job=rerun)
+    if left_out:
+        workload_event_add(workload=rerun, step="secrets", message=(
+            f"Submitted without the secrets of {job.owner.username}'s job ({', '.join(left_out)}): "
+            "they go only to its owner"))  # fmt: skip
+    return rerun
+
+
+def job_secrets_left_out(*, job: Job) -> list[str]:
+    """The secret names of the job this one reruns that it runs without (they were someone
+    else's); empty for a first run or an owner's rerun."""
+    if job.rerun_of_id is None:
+        return []
+    return sorted(set(job.rerun_of.secret_env_names) - set(job.secret_env_names))
 
 
 def experiment_submit(
@@ -416,7 +443,7 @@ def job_run_start(*, job_id: str) -> bool:
     backend = get_backend()
     try:
         if job.state == S.ADMITTED:
-            backend.ensure_image(job.image_digest)
+            workload_image_ensure(workload=job, backend=backend)  # pulls again (with progress) if it went
             with transaction.atomic():
                 number = job.attempt + 1
                 JobAttempt.objects.get_or_create(job=job, number=number)
@@ -603,9 +630,9 @@ def _settle(*, job_id: str, cause: str) -> str | None:
     over = outcome is None or outcome.state != S.QUEUED
     keep_volume = not over
     if over and not job.outputs_copied:
-        skipped, metrics_text = _outputs_copy(job, backend, handle)
-        if metrics_text is not None:
-            _metrics_store(job, metrics_text)  # read with the outputs: no second copy out of the container
+        skipped, metrics = _outputs_copy(job, backend, handle)
+        if metrics is not None:
+            _metrics_store(job, metrics)  # read with the outputs: no second copy out of the container
         else:
             job_metrics_refresh(job=job, force=True)
         keep_volume = skipped > 0  # everything is in Dockyard's storage now, unless some files were too big
@@ -681,13 +708,12 @@ def _attempt_finish(job: Job, backend, handle, observed, *, reason: str) -> None
     if attempt is None or attempt.finished_at is not None:
         return
     limit = settings.DOCKYARD_JOB_LOG_MAX_KB * 1024
-    try:
-        text = "\n".join(backend.logs(handle)) if observed.state != State.MISSING else ""
+    try:  # only the end is held while the log streams past
+        text, cut = log_tail(backend.logs(handle), max_bytes=limit) if observed.state != State.MISSING else ("", False)
     except RuntimeError_:
-        text = ""
-    data = text.encode()
-    attempt.log_truncated = len(data) > limit
-    attempt.log = data[-limit:].decode("utf-8", "ignore") if attempt.log_truncated else text
+        text, cut = "", False
+    attempt.log_truncated = cut
+    attempt.log = text
     attempt.exit_code = observed.exit_code
     attempt.reason = reason or observed.reason
     attempt.finished_at = observed.finished_at or timezone.now()
@@ -704,26 +730,57 @@ def job_metrics_refresh(*, job: Job, force: bool = False, max_age_s: float = 0.0
         return job.metrics
     backend = get_backend()
     try:
-        chunks = backend.archive_get(backend.handle_for(job.uid), METRICS_FILE)
-        text = archives.tar_single_file(chunks, limit=METRICS_MAX_BYTES).decode("utf-8", "replace")
+        read = metrics_read_stream(backend.archive_get(backend.handle_for(job.uid), METRICS_FILE))
     except RuntimeError_:
         return job.metrics  # no file yet, or no container
-    return _metrics_store(job, text)
+    if read is None:
+        return job.metrics
+    return _metrics_store(job, read)
 
 
-def _metrics_store(job: Job, text: str) -> dict:
-    series = spec.metrics_parse(text)
-    last = {name: points[-1][1] for name, points in series.items()}
+def metrics_limits() -> spec.MetricsLimits:
+    return spec.MetricsLimits(
+        max_bytes=settings.DOCKYARD_JOB_METRICS_MAX_MB * 1024 * 1024,
+        max_line=settings.DOCKYARD_JOB_METRICS_MAX_LINE_KB * 1024,
+        max_series=settings.DOCKYARD_JOB_METRICS_MAX_SERIES,
+        max_points=settings.DOCKYARD_JOB_METRICS_MAX_POINTS,
+    )
+
+
+def metrics_read_stream(chunks) -> spec.MetricsRead | None:
+    """metrics.jsonl from a tar stream of it, in bounded memory: past the size limit only the
+    file's end is read (and the owner told so). None when the stream holds no file."""
+    limits = metrics_limits()
+    with archives.tar_single_file_open(chunks, limit=limits.max_bytes) as (handle, size):
+        if handle is None:
+            return None
+        return _metrics_read(handle, size, limits)
+
+
+def _metrics_read(handle: IO[bytes], size: int, limits: spec.MetricsLimits) -> spec.MetricsRead:
+    cut = size > limits.max_bytes
+    read = spec.metrics_parse(handle, limits=limits, partial_first=cut)
+    if cut:
+        read.notes.insert(0, f"metrics.jsonl is {size // (1024 * 1024)} MiB; only its last "
+                             f"{limits.max_bytes // (1024 * 1024)} MiB were read.")  # fmt: skip
+    return read
+
+
+def _metrics_store(job: Job, read: spec.MetricsRead) -> dict:
+    series, last = read.series, read.last
     Job.objects.filter(pk=job.pk).update(metrics=series, metrics_last=last, metrics_read_at=timezone.now())
     job.metrics, job.metrics_last = series, last
+    for note in read.notes:  # told once, not on every read
+        if not WorkloadEvent.objects.filter(kind=Job.KIND, uid=job.pk, step="metrics", message=note).exists():
+            workload_event_add(workload=job, step="metrics", message=note, level=WorkloadEvent.Level.ERROR)
     return series
 
 
-def _outputs_copy(job: Job, backend, handle) -> tuple[int, str | None]:
+def _outputs_copy(job: Job, backend, handle) -> tuple[int, spec.MetricsRead | None]:
     """Copies the files under /output into Dockyard's storage (within the size limit). Returns
-    how many files were too big to copy, and the text of metrics.jsonl if it was among them."""
+    how many files were too big to copy, and metrics.jsonl read, if it was among them."""
     limit, total, skipped = settings.DOCKYARD_JOB_OUTPUT_MAX_MB * 1024 * 1024, 0, 0
-    metrics_text = None
+    metrics = None
     try:
         chunks = backend.archive_get(handle, OUTPUT)
         for path, info, handle_ in archives.tar_stream_files(chunks):
@@ -733,10 +790,11 @@ def _outputs_copy(job: Job, backend, handle) -> tuple[int, str | None]:
             total += info.size
             with tempfile.TemporaryFile() as spool:  # big files go through disk, not memory
                 shutil.copyfileobj(handle_, spool, 1024 * 1024)
+                if path == METRICS_FILE.removeprefix(f"{OUTPUT}/"):
+                    limits = metrics_limits()
+                    spool.seek(max(0, info.size - limits.max_bytes))
+                    metrics = _metrics_read(spool, info.size, limits)
                 spool.seek(0)
-                if path == METRICS_FILE.removeprefix(f"{OUTPUT}/") and info.size <= METRICS_MAX_BYTES:
-                    metrics_text = spool.read().decode("utf-8", "replace")
-                    spool.seek(0)
                 name = default_storage.save(f"outputs/{job.pk}/{path}", File(spool))
             JobOutput.objects.update_or_create(job=job, path=path, defaults={"size_bytes": info.size, "file": name})
     except RuntimeError_ as error:
@@ -747,7 +805,7 @@ def _outputs_copy(job: Job, backend, handle) -> tuple[int, str | None]:
         workload_event_add(workload=job, step="outputs", level=WorkloadEvent.Level.ERROR,
                            message=f"{skipped} output file(s) over the {settings.DOCKYARD_JOB_OUTPUT_MAX_MB} MiB "
                                    "limit were not copied; they stay in the job's output volume")  # fmt: skip
-    return skipped, metrics_text
+    return skipped, metrics
 
 
 def job_output_open(*, job: Job, output: JobOutput, user: User, ip: str | None):
@@ -762,10 +820,11 @@ def job_output_open(*, job: Job, output: JobOutput, user: User, ip: str | None):
     return output.file.open("rb")
 
 
-def job_container_remove(*, uid: str) -> None:
-    """Removes a job's container (never its output volume)."""
+def job_container_remove(*, uid: str, handle: Handle | None = None) -> None:
+    """Removes a job's container (never its output volume): the one `handle` names (as it was
+    observed), else the one at the uid's name."""
     backend = get_backend()
-    backend.remove(backend.handle_for(uid), keep_data=True)
+    backend.remove(handle or backend.handle_for(uid), keep_data=True)
 
 
 # --- Helpers --------------------------------------------------------------------------------------

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import random
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import IO
 
 from django.core.exceptions import ValidationError
 
@@ -168,26 +171,102 @@ def metric_goal(name: str, goals: Mapping) -> str:
 # --- Metrics ------------------------------------------------------------------------------------
 
 
-def metrics_parse(text: str) -> dict[str, list[list[float]]]:
-    """Series by metric name from metrics.jsonl: each line a JSON object; "step" (or the line's
-    index) is x, every other number a metric. Lines that are not JSON objects are skipped."""
-    import json
+@dataclass(frozen=True)
+class MetricsLimits:
+    """How much of a metrics file is read: a metrics file is the job's to write, so every
+    part of reading it is bounded (bytes, line length, series, points per series)."""
 
-    series: dict[str, list[list[float]]] = {}
-    for index, line in enumerate(text.splitlines()):
-        try:
-            row = json.loads(line)
-        except ValueError:
+    max_bytes: int
+    max_line: int
+    max_series: int
+    max_points: int
+
+
+@dataclass
+class MetricsRead:
+    """Series by metric name, and what was left out (each a sentence for the owner)."""
+
+    series: dict[str, list[list[float]]]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def last(self) -> dict[str, float]:
+        return {name: points[-1][1] for name, points in self.series.items() if points}
+
+
+class _Thinned:
+    """A series kept to at most `cap` points (plus the latest): past the cap every other point
+    goes and only every 2nd (4th, ...) new one is kept, so the curve's shape and its last value
+    survive in bounded memory."""
+
+    def __init__(self, cap: int):
+        self.cap, self.stride, self.seen = max(cap, 2), 1, 0
+        self.points: list[list[float]] = []
+        self.latest: list[float] | None = None
+
+    def add(self, point: list[float]) -> None:
+        self.latest = point
+        if self.seen % self.stride == 0:
+            self.points.append(point)
+            if len(self.points) > self.cap:
+                self.points, self.stride = self.points[::2], self.stride * 2
+        self.seen += 1
+
+    def result(self) -> list[list[float]]:
+        tail = [self.latest] if self.latest is not None and self.latest is not self.points[-1] else []
+        return self.points + tail
+
+
+def metrics_parse(stream: IO[bytes], *, limits: MetricsLimits, partial_first: bool = False) -> MetricsRead:
+    """Series by metric name from metrics.jsonl, read line by line with bounded reads: each line
+    a JSON object; "step" (or the line's index) is x, every other number a metric. Lines that
+    are not JSON objects are skipped, and so are lines longer than `limits.max_line` (never held
+    whole). `partial_first`: the stream starts mid-line (the file's head was skipped)."""
+    series: dict[str, _Thinned] = {}
+    long_lines = dropped = 0
+    for index, line in enumerate(_lines(stream, max_line=limits.max_line)):
+        if line is None:
+            long_lines += 1
             continue
-        if not isinstance(row, dict):
+        if index == 0 and partial_first:
             continue
-        step = row.get("step", index)
+        row = _row(line)
+        step = row.get("step", index) if row else index
         if not _number(step):
             step = index
-        for name, value in row.items():
-            if name != "step" and _number(value) and len(name) <= 100:
-                series.setdefault(name, []).append([step, value])
-    return series
+        for name, value in (row or {}).items():
+            if name == "step" or not _number(value) or len(name) > 100:
+                continue
+            if name not in series and len(series) >= limits.max_series:
+                dropped += 1
+                continue
+            series.setdefault(name, _Thinned(limits.max_points)).add([step, value])
+    notes = []
+    if long_lines:
+        notes.append(f"{long_lines} line(s) of metrics.jsonl longer than {limits.max_line // 1024} KiB were skipped.")
+    if dropped:
+        notes.append(f"metrics.jsonl names more than {limits.max_series} metrics; the others were not kept.")
+    return MetricsRead({name: thinned.result() for name, thinned in series.items()}, notes)
+
+
+def _lines(stream: IO[bytes], *, max_line: int) -> Iterator[bytes | None]:
+    """Each line of the stream, or None for a line over `max_line` bytes (read past in pieces
+    of that size, never held whole)."""
+    while line := stream.readline(max_line + 1):
+        if len(line) <= max_line or line.endswith(b"\n"):
+            yield line
+            continue
+        while (rest := stream.readline(max_line + 1)) and not rest.endswith(b"\n"):
+            pass
+        yield None
+
+
+def _row(line: bytes) -> dict | None:
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    return row if isinstance(row, dict) else None
 
 
 def _number(value) -> bool:

@@ -366,7 +366,7 @@ def _cell(values: dict, name: str) -> dict:
 
 
 def _experiment_context(request: HttpRequest, experiment: Experiment) -> dict:
-    jobs = list(selectors.job_list(user=request.user, experiment=experiment.pk).order_by("created_at"))
+    jobs = list(selectors.job_list(user=request.user, experiment=experiment.pk, series=True).order_by("created_at"))
     table = selectors.experiment_table(experiment=experiment, jobs=jobs)
     return {
         "experiment": experiment,
@@ -392,5 +392,5 @@ def experiment_detail(request: HttpRequest, pk) -> HttpResponse:
 def experiment_series(request: HttpRequest, pk) -> JsonResponse:
     """Every job's metric series in one answer, for the overlaid charts (polled while jobs run)."""
     experiment = _experiment(request, pk)
-    jobs = list(selectors.job_list(user=request.user, experiment=experiment.pk).order_by("created_at"))
+    jobs = list(selectors.job_list(user=request.user, experiment=experiment.pk, series=True).order_by("created_at"))
     return JsonResponse({"active": any(not job.is_final for job in jobs), "jobs": _series(jobs)})

@@ -10,7 +10,7 @@ from portal.quotas.services.admission import release
 from portal.quotas.values import WorkloadRef
 from portal.runtime import RuntimeError_, get_backend
 from portal.runtime.base import Observed, State
-from portal.workloads.reconcile import Correction, Look, redrive
+from portal.workloads.reconcile import Correction, Look, observed_handle, redrive
 from portal.workloads.services import IllegalTransition, workload_transition
 from workspaces import services
 from workspaces.models import TRANSITIONS, Workspace, WorkspaceState
@@ -70,8 +70,7 @@ class WorkspaceReconciler:
         return {str(pk) for pk in rows}
 
     def orphan(self, observed: Observed, look: Look) -> Correction | None:
-        backend = get_backend()
-        backend.remove(backend.handle_for(observed.uid), keep_data=True)
+        get_backend().remove(observed_handle(observed), keep_data=True)  # a failure is reported as nothing done
         row = Workspace.objects.filter(pk=observed.uid).values_list("state", flat=True).first()
         reason = f"the workspace is {row}" if row else "the workspace no longer exists"
         return Correction("orphan", KIND, observed.uid, reason, "container removed, home volume kept")

@@ -6,7 +6,8 @@ from the workload's uid, so any process may call them, any number of times.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -145,6 +146,13 @@ class Observed:
     labels: dict[str, str] = field(default_factory=dict)
     node: str = ""  # where it was scheduled (Kubernetes: the node name(s))
     message: str = ""  # detail for the user, e.g. the scheduler's "0/3 nodes are available: ..."
+    pod_ip: str = ""  # Kubernetes: the running pod's own address (endpoints may name its Service)
+    # Exactly the object that was seen (Docker: by container id), so acting on it reaches that
+    # object and not another one at the uid's derived name; None when only the uid is known.
+    handle: Handle | None = None
+    # Labelled as the uid's but not at the name derived from it (made by hand, or left by a
+    # rename): never the workload's own container, so reconcile removes it.
+    stray: bool = False
 
 
 @dataclass(frozen=True)
@@ -183,6 +191,46 @@ class Progress:
 ProgressCallback = Callable[[Progress], None]
 
 
+def log_lines(chunks: Iterable[bytes], *, max_bytes: int) -> Iterator[str]:
+    """Lines of a log streamed as byte chunks, each at most `max_bytes`: a longer line is cut,
+    with a marker saying so, and the rest of it is read past, never held."""
+    pending, cutting = bytearray(), False
+    for chunk in chunks:
+        pieces = chunk.split(b"\n")
+        for index, piece in enumerate(pieces):
+            if not cutting:
+                pending += piece[: max_bytes + 1 - len(pending)]
+            ended = index < len(pieces) - 1  # a newline followed this piece
+            if (ended or len(pending) > max_bytes) and not cutting:
+                yield _log_line(pending, max_bytes)
+                cutting = not ended
+                pending.clear()
+            elif ended:
+                cutting = False
+    if pending and not cutting:
+        yield _log_line(pending, max_bytes)
+
+
+def _log_line(data: bytearray, max_bytes: int) -> str:
+    if len(data) <= max_bytes:
+        return data.decode("utf-8", "replace")
+    return data[:max_bytes].decode("utf-8", "ignore") + f" [line cut: longer than {max_bytes // 1024} KiB]"
+
+
+def log_tail(lines: Iterable[str], *, max_bytes: int) -> tuple[str, bool]:
+    """The end of a log, whole lines of at most `max_bytes` in all, read through once without
+    holding the rest: (text, whether earlier lines were left out)."""
+    kept: deque[str] = deque()
+    size, cut = 0, False
+    for line in lines:
+        kept.append(line)
+        size += len(line.encode()) + 1
+        while size - 1 > max_bytes and kept:
+            size -= len(kept.popleft().encode()) + 1
+            cut = True
+    return "\n".join(kept), cut
+
+
 class RuntimeBackend(Protocol):
     name: str
     # True when start() returns only once the workload runs (Docker); False when pods may
@@ -214,7 +262,12 @@ class RuntimeBackend(Protocol):
     def remove(self, handle: Handle, keep_data: bool = True) -> None:
         """Removes the container; its volumes stay unless keep_data is False."""
 
-    def logs(self, handle: Handle, since: datetime | None = None, follow: bool = False) -> Iterator[str]: ...
+    def logs(
+        self, handle: Handle, since: datetime | None = None, follow: bool = False, tail: int | None = None
+    ) -> Iterator[str]:
+        """The workload's output line by line, each cut at DOCKYARD_LOG_LINE_MAX_KB; with tail,
+        only its last `tail` lines (read so at the engine, never the whole log); with follow,
+        until it ends."""
 
     def archive_get(self, handle: Handle, path: str) -> Iterator[bytes]:
         """A tar stream of `path` inside the workload (running or exited), read in chunks.

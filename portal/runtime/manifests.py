@@ -17,12 +17,14 @@ def volume_name(uid: str, mount_name: str) -> str:
     return f"dockyard-{uid}-{mount_name}"
 
 
-def docker_container_config(spec: WorkloadSpec, *, network: str) -> dict:
+def docker_container_config(spec: WorkloadSpec, *, network: str, log_max_mb: int = 50, log_files: int = 3) -> dict:
     """Keyword arguments for the docker SDK's `containers.create`, hardened by default.
 
     Non-root user, every capability dropped, no privilege escalation, CPU, memory (no swap
     beyond it) and process limits, an init process to reap zombies, the workloads network
-    only, Dockyard-managed volumes only (never host paths or the Docker socket).
+    only, Dockyard-managed volumes only (never host paths or the Docker socket), and output
+    kept by the engine in at most `log_files` files of `log_max_mb` MiB (a chatty workload
+    cannot fill the host's disk).
     """
     config: dict = {
         "image": spec.image,
@@ -45,6 +47,7 @@ def docker_container_config(spec: WorkloadSpec, *, network: str) -> dict:
             for m in spec.mounts
         },
         "detach": True,
+        "log_config": {"type": "json-file", "config": {"max-size": f"{log_max_mb}m", "max-file": str(log_files)}},
     }
     if spec.command:
         config["command"] = list(spec.command)

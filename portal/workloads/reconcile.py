@@ -105,13 +105,15 @@ def _pass(*, now: datetime) -> list[Correction]:
     # The backend first, then the database: a container seen here was made for a row that was
     # already committed, so reading rows afterwards never mistakes a new workload for an orphan.
     seen = backend.list_managed()
-    look = Look(observed={o.uid: o for o in seen}, engine_started_at=backend.engine_started_at(), now=now)
+    strays = [o for o in seen if o.stray]
+    own = [o for o in seen if not o.stray]
+    look = Look(observed={o.uid: o for o in own}, engine_started_at=backend.engine_started_at(), now=now)
     corrections: list[Correction] = []
     for reconciler in _reconcilers.values():
         corrections += reconciler.check(look)
     handled = {c.uid for c in corrections}  # their containers were dealt with just now
     by_kind: dict[str, set[str]] = {}
-    for observed in seen:
+    for observed in own:
         if observed.uid in handled:
             continue
         by_kind.setdefault(observed.kind, set()).add(observed.uid)
@@ -119,23 +121,44 @@ def _pass(*, now: datetime) -> list[Correction]:
         reconciler = _reconcilers.get(kind)
         wanted = reconciler.wants(uids) if reconciler else set()
         for uid in sorted(uids - wanted):
-            observed = look.observed[uid]
-            correction = reconciler.orphan(observed, look) if reconciler else _remove(observed)
-            if correction is not None:
-                corrections.append(correction)
+            corrections += _orphan(reconciler, look.observed[uid], look)
+    for observed in strays:
+        corrections += _remove(observed, reason="labelled as this workload's, but not its container")
     for correction in corrections:
         _record(correction)
     return corrections
 
 
-def _remove(observed: Observed) -> Correction | None:
-    backend = get_backend()
+def _orphan(reconciler: Reconciler | None, observed: Observed, look: Look) -> list[Correction]:
+    """A failed clean-up is left for the next pass and reported as nothing done."""
+    if reconciler is None:
+        return _remove(observed, reason="no workload wants this container")
     try:
-        backend.remove(backend.handle_for(observed.uid), keep_data=True)
+        correction = reconciler.orphan(observed, look)
     except RuntimeError_ as error:
-        structlog.get_logger(__name__).warning("orphan not removed", workload_uid=observed.uid, error=str(error))
-        return None
-    return Correction("orphan", observed.kind or "unknown", observed.uid, "no workload wants this container", "removed")
+        _not_removed(observed, error)
+        return []
+    return [correction] if correction is not None else []
+
+
+def observed_handle(observed: Observed):
+    """What to act on: the object that was seen (by id) where the backend says, else the uid's."""
+    return observed.handle or get_backend().handle_for(observed.uid)
+
+
+def _remove(observed: Observed, *, reason: str) -> list[Correction]:
+    try:
+        get_backend().remove(observed_handle(observed), keep_data=True)
+    except RuntimeError_ as error:
+        _not_removed(observed, error)
+        return []
+    return [Correction("orphan", observed.kind or "unknown", observed.uid, reason, "removed")]
+
+
+def _not_removed(observed: Observed, error: RuntimeError_) -> None:
+    structlog.get_logger(__name__).warning(
+        "container not removed", workload_uid=observed.uid, handle=str(observed.handle), error=str(error)
+    )
 
 
 def _record(correction: Correction) -> None:

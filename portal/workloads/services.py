@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 from django.db import transaction
 from django.utils import timezone
 
 from portal.audit.models import Outcome
 from portal.audit.services import Actor, audit_record
-from portal.runtime.base import WAITING_FOR_CAPACITY, Observed
+from portal.runtime.base import WAITING_FOR_CAPACITY, Observed, Progress, RuntimeBackend, RuntimeError_
 from portal.workloads.models import Workload, WorkloadEvent
 
 
@@ -107,3 +109,54 @@ def workload_admitted_message(workload: Workload) -> str:
     """The "admitted" event people see: what the workload holds."""
     gpus = f", {workload.gpus} GPU(s)" if workload.gpus else ""
     return f"Admitted: {float(workload.cpus):g} CPU, {float(workload.memory_gib):g} GiB{gpus}"
+
+
+# A pull reports progress many times a second; the owner's page gets a step at most this often
+# (seconds), or when another tenth of the image has arrived.
+PULL_EVENT_EVERY_S = 2.0
+
+
+def workload_image_ensure(*, workload: Workload, backend: RuntimeBackend) -> None:
+    """Makes the workload's pinned image available before its start. An image the catalog
+    pulled that is no longer on the engine is pulled again by its reference, the owner seeing
+    "Pulling image: 42%" as catalog pulls show it; the pull must give the pinned digest."""
+    progress = _PullProgress(workload)
+    try:
+        backend.ensure_image(workload.image_digest, on_progress=progress)
+        return
+    except RuntimeError_ as error:
+        ref = workload.image_revision.pull_ref
+        if error.reason != "image_missing" or not ref:
+            raise
+    info = backend.ensure_image(ref, on_progress=progress)
+    if info.digest != workload.image_digest:
+        raise RuntimeError_(
+            f"{ref} is now {info.digest}, not the pinned {workload.image_digest}",
+            reason="image_changed",
+            permanent=True,
+            user_message=f"{ref} now names a different image than the one this {workload.KIND} was "
+            "pinned to; pull it again in the catalog and start anew.",
+        )
+    workload_event_add(workload=workload, step="image", message="Pulling image: 100%", percent=100.0)
+
+
+class _PullProgress:
+    """Turns a pull's progress into the owner's events, a few per pull rather than hundreds."""
+
+    def __init__(self, workload: Workload):
+        self.workload = workload
+        self.shown: float | None = None
+        self.shown_at = 0.0
+
+    def __call__(self, progress: Progress) -> None:
+        if progress.percent is None or progress.percent >= 100:
+            return
+        now = time.monotonic()
+        tenth = self.shown is None or int(progress.percent // 10) > int(self.shown // 10)
+        if not tenth and (now - self.shown_at < PULL_EVENT_EVERY_S or int(progress.percent) == int(self.shown)):
+            return
+        self.shown, self.shown_at = progress.percent, now
+        workload_event_add(
+            workload=self.workload, step="image", message=f"Pulling image: {progress.percent:.0f}%",
+            percent=progress.percent,
+        )  # fmt: skip

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 from jobs import spec
 
 
@@ -19,7 +21,9 @@ def test_parameters_fill_placeholders_and_leave_other_braces_alone():
 
 def test_metrics_lines_become_series_by_step():
     text = '{"step": 1, "loss": 0.9}\nnot json\n{"loss": 0.5, "acc": 0.7, "note": "x", "ok": true}\n[1]\n'
-    assert spec.metrics_parse(text) == {"loss": [[1, 0.9], [2, 0.5]], "acc": [[2, 0.7]]}
+    limits = spec.MetricsLimits(max_bytes=1024, max_line=1024, max_series=10, max_points=10)
+    read = spec.metrics_parse(io.BytesIO(text.encode()), limits=limits)
+    assert read.series == {"loss": [[1, 0.9], [2, 0.5]], "acc": [[2, 0.7]]}
 
 
 def test_metric_goals_default_by_name():

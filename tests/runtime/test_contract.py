@@ -87,6 +87,19 @@ def test_start_twice_runs_one_workload_that_list_managed_sees(runtime):
     assert spec.uid not in {o.uid for o in backend.list_managed(kind="job")}
 
 
+def test_a_log_read_with_a_tail_gives_only_its_last_lines(runtime):
+    backend, driver, _ = runtime
+    printed = [f"line {n}" for n in range(1, 6)]
+    handle = backend.start(spec_for(["sh", "-c", "for n in 1 2 3 4 5; do echo line $n; done; sleep 60"]))
+    driver.runs(handle)
+    driver.prints(handle, *printed)
+    wait_for(lambda: list(backend.logs(handle)) == printed, timeout=driver.timeout, what="five lines")
+
+    assert list(backend.logs(handle, tail=2)) == ["line 4", "line 5"]
+    assert list(backend.logs(handle, tail=10)) == printed
+    backend.remove(handle, keep_data=False)
+
+
 def test_stop_keeps_the_log_and_remove_keeps_the_volume_unless_asked(runtime):
     backend, driver, volumes = runtime
     spec = spec_for(["sh", "-c", "echo started; sleep 60"])
