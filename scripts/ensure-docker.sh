@@ -9,7 +9,8 @@ engine_up() { docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 
 command -v docker >/dev/null || apt_install "The Docker client is missing" docker.io
 firewall() {
-  # Workloads may not open connections to this host or the metadata address.
+  # The host fence: workloads stay off this host, the metadata address and private ranges;
+  # builds get out only through the egress proxy. Applied on every run, from a fresh clone too.
   if [ "$(id -u)" = 0 ] && [ -z "${DOCKER_HOST:-}" ]; then
     scripts/workload-firewall.sh || say "Workload firewall rules not applied (see docs/runtime.md)."
   fi

@@ -283,6 +283,8 @@ def build_run(*, build_id: int) -> None:
             lock = image_lock_read(backend=backend, digest=info.digest)
         packages = backend.image_python_packages(info.digest)
     except RuntimeError_ as error:
+        if error.permanent:
+            sink(Progress(None, error.user_message))  # the log ends with why, e.g. a limit it hit
         sink.flush()
         if not error.permanent:
             raise  # the task retries with backoff; the build stays `running`

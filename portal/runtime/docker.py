@@ -6,16 +6,21 @@ import io
 import json
 import os
 import re
+import socket
 import tarfile
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 
 import docker
+import requests
+import urllib3
 from django.conf import settings
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import DeviceRequest
+from docker.utils.json_stream import json_stream
 
 from portal.runtime import gpus
 from portal.runtime.base import (
@@ -33,7 +38,9 @@ from portal.runtime.base import (
     RuntimeError_,
     State,
     WorkloadSpec,
+    log_lines,
 )
+from portal.runtime.egress_proxy import allowed_from_urls, egress_proxy_ensure
 from portal.runtime.manifests import container_name, docker_container_config, volume_name
 
 # How long one call to the engine may take before the engine counts as not answering.
@@ -55,6 +62,16 @@ STATES = {
     "removing": State.EXITED,
 }
 STEP = re.compile(r"^Step (\d+)/(\d+)")
+# The variables package installers read their proxy from (Docker passes these build
+# arguments to every RUN step without the Dockerfile declaring them, and keeps them out of
+# the image's history).
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")
+# CFS period for a build step's CPU quota (microseconds; the kernel's default).
+CPU_PERIOD_US = 100_000
+# A build step the kernel killed (out of memory, or the build stopped) exits with this code.
+KILLED_EXIT = "returned a non-zero code: 137"
+# What reading a build's stream raises when the engine or the connection goes away.
+STREAM_ERRORS = (DockerException, OSError, requests.RequestException, urllib3.exceptions.HTTPError)
 
 
 def _engine_error(error: Exception, doing: str) -> RuntimeError_:
@@ -156,42 +173,103 @@ class DockerBackend:
         labels: dict[str, str] | None = None,
         on_progress: ProgressCallback | None = None,
     ) -> ImageInfo:
-        """Builds from a Dockerfile (plus context files) Dockyard rendered; streams each line."""
+        """Builds from a Dockerfile (plus context files) Dockyard rendered; streams each line.
+
+        Every step runs fenced (docs/runtime.md, "Builds"): on the build network, whose only way
+        out is the egress proxy, with memory, CPU and process limits, and within the build's
+        time limit, past which the build is stopped.
+        """
         report = on_progress or (lambda progress: None)
         context = _tar_context(dockerfile, files or {})
+        limit_s = settings.DOCKYARD_BUILD_TIMEOUT_S
+        timed_out = threading.Event()
         image_id = None
         try:
-            stream = self.client.api.build(
-                fileobj=context,
-                custom_context=True,
-                tag=tag,
-                rm=True,
-                forcerm=True,
-                pull=False,
-                buildargs=build_args or {},
-                labels=labels or {},
-                decode=True,
-                timeout=BUILD_TIMEOUT_S,
-            )
-            for event in stream:
-                if "error" in event:
-                    raise RuntimeError_(
-                        f"build failed: {event['error'].strip()}",
-                        reason="build_failed",
-                        permanent=True,
-                        user_message=event["error"].strip(),
-                    )
-                image_id = (event.get("aux") or {}).get("ID", image_id)
-                for line in (event.get("stream") or "").splitlines():
-                    step = STEP.match(line)
-                    percent = 100.0 * (int(step[1]) - 1) / int(step[2]) if step else None
-                    report(Progress(percent, line))
-        except RuntimeError_:
-            raise
-        except (DockerException, OSError) as error:
+            proxy = self._build_proxy_url()
+            # The proxy variables come last: no caller can take a build off the proxy.
+            args = {**(build_args or {}), **dict.fromkeys(PROXY_VARIABLES, proxy)}
+            response = self._build_request(context, tag=tag, labels=labels or {}, build_args=args)
+            timer = threading.Timer(limit_s, self._cut, args=(response, timed_out))
+            timer.start()
+            try:
+                for event in json_stream(response.iter_content(chunk_size=None)):
+                    if "error" in event:
+                        raise _build_error(event["error"].strip())
+                    image_id = (event.get("aux") or {}).get("ID", image_id)
+                    for line in (event.get("stream") or "").splitlines():
+                        step = STEP.match(line)
+                        percent = 100.0 * (int(step[1]) - 1) / int(step[2]) if step else None
+                        report(Progress(percent, line))
+            finally:
+                timer.cancel()
+                response.close()
+        except (RuntimeError_, *STREAM_ERRORS) as error:
+            if timed_out.is_set():
+                raise _build_error(f"The build ran past its time limit of {limit_s} s and was stopped.") from error
+            if isinstance(error, RuntimeError_):
+                raise
             raise _engine_error(error, "building an image") from error
+        if timed_out.is_set():
+            raise _build_error(f"The build ran past its time limit of {limit_s} s and was stopped.")
         report(Progress(100.0, f"Built {tag}"))
         return self._image_info(self.client.images.get(image_id or tag), tag)
+
+    def _build_request(self, context: io.BytesIO, *, tag: str, labels: dict, build_args: dict):
+        """Starts a build with the engine's API directly: the SDK's build() has no way to set
+        the cgroup parent (the process limit) or a CPU quota, nor to stop a build midway."""
+        api = self.client.api
+        memory = settings.DOCKYARD_BUILD_MEMORY_MIB * 1024 * 1024
+        params = {
+            "t": tag, "rm": "1", "forcerm": "1", "pull": "0",
+            "buildargs": json.dumps(build_args), "labels": json.dumps(labels),
+            "networkmode": settings.DOCKYARD_BUILD_NETWORK,
+            "memory": memory, "memswap": memory,
+            "cpuperiod": CPU_PERIOD_US, "cpuquota": int(settings.DOCKYARD_BUILD_CPUS * CPU_PERIOD_US),
+            "cgroupparent": settings.DOCKYARD_BUILD_CGROUP_PARENT,
+        }  # fmt: skip
+        response = api.post(
+            f"{api.base_url}/v{api.api_version}/build",
+            params={k: v for k, v in params.items() if v != ""},
+            data=context,
+            headers={"Content-Type": "application/tar"},
+            stream=True,
+            timeout=BUILD_TIMEOUT_S,
+        )
+        if not response.ok:
+            explanation = response.text[:2000]
+            response.close()
+            raise _build_error(f"The engine refused the build: {explanation}")
+        return response
+
+    def _cut(self, response, timed_out: threading.Event) -> None:
+        """Ends a build past its time limit: the engine stops a build (and kills the step
+        running) when its client goes away, and shutting the socket down wakes the reader."""
+        timed_out.set()
+        try:
+            sock = self.client.api._get_raw_response_socket(response)
+            getattr(sock, "_sock", sock).shutdown(socket.SHUT_RDWR)
+        except (OSError, AttributeError, DockerException):
+            response.close()
+
+    def _build_proxy_url(self) -> str:
+        """The egress proxy's URL as builds see it: on the build network's gateway."""
+        network = self._ensure_bridge(settings.DOCKYARD_BUILD_NETWORK, settings.DOCKYARD_BUILD_BRIDGE)
+        gateway = network.attrs["IPAM"]["Config"][0]["Gateway"]
+        port = settings.DOCKYARD_BUILD_PROXY_PORT
+        allowed = {*settings.DOCKYARD_BUILD_EGRESS_HOSTS, *allowed_from_urls([settings.DOCKYARD_PIP_INDEX_URL])}
+        try:
+            egress_proxy_ensure(host=gateway, port=port, allowed=allowed)
+        except OSError as error:
+            raise RuntimeError_(
+                f"the build egress proxy cannot listen on {gateway}:{port}: {error}",
+                reason="build_failed",
+                permanent=True,
+                user_message=(
+                    f"Builds need the builds worker on the Docker host, with {gateway}:{port} free "
+                    f"for the build proxy ({error.strerror or error})."
+                ),
+            ) from error
+        return f"http://{gateway}:{port}"
 
     def _image_info(self, image, ref: str) -> ImageInfo:
         return ImageInfo(digest=image.id, size_bytes=int(image.attrs.get("Size") or 0), reference=ref)
@@ -254,7 +332,12 @@ class DockerBackend:
         return handle
 
     def _create(self, spec: WorkloadSpec, new_volumes: set[str]):
-        config = docker_container_config(spec, network=self.network)
+        config = docker_container_config(
+            spec,
+            network=self.network,
+            log_max_mb=settings.DOCKYARD_DOCKER_LOG_MAX_MB,
+            log_files=settings.DOCKYARD_DOCKER_LOG_FILES,
+        )
         if "device_requests" in config:
             config["device_requests"] = [
                 DeviceRequest(driver=r["Driver"], device_ids=r["DeviceIDs"], capabilities=r["Capabilities"])
@@ -325,26 +408,28 @@ class DockerBackend:
     def _ensure_network(self) -> None:
         if self._network_ready:
             return
-        if self.client.networks.list(names=[self.network]):
-            self._network_ready = True
-            return
+        self._ensure_bridge(self.network, settings.DOCKYARD_DOCKER_BRIDGE)
+        self._network_ready = True
+
+    def _ensure_bridge(self, name: str, bridge: str):
+        """The bridge network `name`, made if missing: no traffic between its containers, and
+        a fixed host-side name (`bridge`) that the host firewall (scripts/workload-firewall.sh)
+        refers to."""
+        for network in self.client.networks.list(names=[name]):
+            if network.name == name:
+                return network
         try:
-            self.client.networks.create(
-                self.network,
+            return self.client.networks.create(
+                name,
                 driver="bridge",
-                options={
-                    # No traffic between workloads; the bridge has a fixed name so the host
-                    # firewall (scripts/workload-firewall.sh) can refer to it.
-                    "com.docker.network.bridge.enable_icc": "false",
-                    "com.docker.network.bridge.name": settings.DOCKYARD_DOCKER_BRIDGE,
-                },
+                options={"com.docker.network.bridge.enable_icc": "false", "com.docker.network.bridge.name": bridge},
                 labels={LABEL_MANAGED: "true"},
                 check_duplicate=True,
             )
         except APIError as error:
             if error.status_code != 409:
                 raise
-        self._network_ready = True
+        return self.client.networks.get(name)
 
     def _ensure_volumes(self, spec: WorkloadSpec) -> set[str]:
         created = set()
@@ -368,6 +453,7 @@ class DockerBackend:
 
     def _observed(self, attrs: dict) -> Observed:
         labels = attrs.get("Config", {}).get("Labels") or {}
+        uid = labels.get(LABEL_UID, "")
         raw = attrs.get("State", {})
         state = STATES.get(raw.get("Status", ""), State.EXITED)
         exit_code = raw.get("ExitCode") if state == State.EXITED else None
@@ -378,7 +464,7 @@ class DockerBackend:
         else:
             reason = ""
         return Observed(
-            uid=labels.get(LABEL_UID, ""),
+            uid=uid,
             kind=labels.get(LABEL_KIND, ""),
             state=state,
             exit_code=exit_code,
@@ -387,6 +473,8 @@ class DockerBackend:
             started_at=_time(raw.get("StartedAt")),
             finished_at=_time(raw.get("FinishedAt")) if state == State.EXITED else None,
             labels=labels,
+            handle=Handle(uid=uid, name=attrs["Id"]) if attrs.get("Id") else None,
+            stray=attrs.get("Name", "").lstrip("/") != container_name(uid),
         )
 
     def _endpoints(self, attrs: dict) -> dict[int, Endpoint]:
@@ -421,21 +509,17 @@ class DockerBackend:
         except (DockerException, OSError) as error:
             raise _engine_error(error, f"removing {handle.name}") from error
 
-    def logs(self, handle: Handle, since: datetime | None = None, follow: bool = False) -> Iterator[str]:
-        """The container's output, line by line; with follow, until the container ends."""
+    def logs(
+        self, handle: Handle, since: datetime | None = None, follow: bool = False, tail: int | None = None
+    ) -> Iterator[str]:
+        """The container's output, line by line (each cut at DOCKYARD_LOG_LINE_MAX_KB); with
+        follow, until the container ends."""
         try:
             container = self.client.containers.get(handle.name)
-            chunks = container.logs(stream=True, follow=follow, since=since)
+            chunks = container.logs(stream=True, follow=follow, since=since, tail="all" if tail is None else tail)
         except (DockerException, OSError) as error:
             raise _engine_error(error, f"reading logs of {handle.name}") from error
-        pending = b""
-        for chunk in chunks:
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                yield line.decode("utf-8", "replace")
-        if pending:
-            yield pending.decode("utf-8", "replace")
+        yield from log_lines(chunks, max_bytes=settings.DOCKYARD_LOG_LINE_MAX_KB * 1024)
 
     def archive_get(self, handle: Handle, path: str) -> Iterator[bytes]:
         try:
@@ -486,6 +570,15 @@ class DockerBackend:
                 gpus=tuple(gpus.discover()),
             )
         ]
+
+
+def _build_error(message: str) -> RuntimeError_:
+    if message.endswith(KILLED_EXIT):
+        message += (
+            f" (killed: a build step may use at most {settings.DOCKYARD_BUILD_MEMORY_MIB} MiB of memory,"
+            " DOCKYARD_BUILD_MEMORY_MIB)"
+        )
+    return RuntimeError_(f"build failed: {message}", reason="build_failed", permanent=True, user_message=message)
 
 
 def _percent(layers: dict[str, tuple[int, int]]) -> float | None:

@@ -93,6 +93,21 @@ def test_failed_build_keeps_its_log_and_the_previous_digest(make_image, image_sl
     assert event.outcome == "error"
 
 
+@pytest.mark.django_db(transaction=True)
+def test_build_past_its_time_limit_fails_and_its_log_says_why(make_image, image_slug, settings):
+    settings.DOCKYARD_BUILD_TIMEOUT_S = 0  # stopped as soon as the engine starts it
+    image = make_image(image_slug)
+
+    build = build_now(image)
+
+    message = "The build ran past its time limit of 0 s and was stopped."
+    assert build.status == ImageBuild.Status.FAILED
+    assert build.error == message
+    assert build.log.rstrip().endswith(message)
+    event = AuditEvent.objects.filter(action="image.build_finish").order_by("-id").first()
+    assert event.outcome == "error" and event.details["error"] == message
+
+
 @pytest.mark.django_db
 def test_second_build_request_while_one_is_queued_returns_the_same_build(make_image, image_slug):
     image = make_image(image_slug)
