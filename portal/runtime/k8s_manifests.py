@@ -74,6 +74,9 @@ class ClusterOptions:
     portal_namespace: str = "dockyard"
     portal_pod_labels: dict[str, str] = field(default_factory=lambda: {"app.kubernetes.io/name": "dockyard"})
     blocked_egress: tuple[str, ...] = ("169.254.169.254/32",)
+    cluster_cidrs: tuple[str, ...] = ()  # the cluster's pod and service ranges, when not private
+    egress_allow: tuple[str, ...] = ()  # private addresses workloads may reach all the same (a mirror)
+    portal_cidrs: tuple[str, ...] = ()  # where a portal outside the cluster connects to pods from
     gpu_resource: str = "nvidia.com/gpu"
     gpu_product_label: str = "nvidia.com/gpu.product"
     gpu_tolerations: tuple[dict, ...] = ({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},)
@@ -185,33 +188,51 @@ def resource_quota_manifest(namespace: str, limits: dict) -> dict:
     }
 
 
+# Never reachable from a workload, whatever the cluster: RFC 1918, link-local (the metadata
+# service among it), carrier-grade NAT (some clusters' pod ranges), and the IPv6 equivalents.
+PRIVATE_RANGES = (
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "169.254.0.0/16",
+    "100.64.0.0/10",
+    "fc00::/7",
+    "fe80::/10",
+)
+
+
+def egress_blocked(options: ClusterOptions) -> tuple[list[str], list[str]]:
+    """The (IPv4, IPv6) ranges the internet rule leaves out: private ranges, the cluster's own
+    pod and service ranges, and DOCKYARD_K8S_BLOCKED_EGRESS."""
+    ranges = list(dict.fromkeys([*PRIVATE_RANGES, *options.cluster_cidrs, *options.blocked_egress]))
+    return [r for r in ranges if ":" not in r], [r for r in ranges if ":" in r]
+
+
 def network_policy_manifest(namespace: str, options: ClusterOptions) -> dict:
-    """Workload pods accept connections only from the portal's pods (the notebook proxy);
-    they may connect out anywhere but the blocked addresses (the cloud metadata service)."""
-    portal = {
-        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": options.portal_namespace}},
-        "podSelector": {"matchLabels": dict(options.portal_pod_labels)},
-    }
+    """Workload pods accept connections only from the portal (its pods, or the addresses of a
+    portal outside the cluster). They may look names up (port 53, wherever the cluster's DNS
+    answers: CoreDNS pods or a node-local cache) and connect to the internet, never to the
+    cluster's pods and services or private ranges, except the ranges an admin allows."""
+    portal: list[dict] = [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": options.portal_namespace}},
+            "podSelector": {"matchLabels": dict(options.portal_pod_labels)},
+        },
+        *({"ipBlock": {"cidr": cidr}} for cidr in options.portal_cidrs),
+    ]
+    v4, v6 = egress_blocked(options)
+    egress: list[dict] = [
+        {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+        {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": v4}}, {"ipBlock": {"cidr": "::/0", "except": v6}}]},
+    ]
+    if options.egress_allow:
+        egress.append({"to": [{"ipBlock": {"cidr": cidr}} for cidr in options.egress_allow]})
     spec: dict = {
         "podSelector": {"matchLabels": {LABEL_MANAGED: "true"}},
-        "policyTypes": ["Ingress"],
-        "ingress": [{"from": [portal]}],
+        "policyTypes": ["Ingress", "Egress"],
+        "ingress": [{"from": portal}],
+        "egress": egress,
     }
-    if options.blocked_egress:
-        v4 = [cidr for cidr in options.blocked_egress if ":" not in cidr]
-        v6 = [cidr for cidr in options.blocked_egress if ":" in cidr]
-        spec["policyTypes"].append("Egress")
-        spec["egress"] = [
-            {
-                "to": [
-                    {"ipBlock": {"cidr": "0.0.0.0/0", **({"except": v4} if v4 else {})}},
-                    {"ipBlock": {"cidr": "::/0", **({"except": v6} if v6 else {})}},
-                ]
-            },
-            # Pods and services inside the cluster (DNS among them), for network plugins
-            # whose ipBlock rules do not cover pod addresses.
-            {"to": [{"namespaceSelector": {}}]},
-        ]
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -221,13 +242,19 @@ def network_policy_manifest(namespace: str, options: ClusterOptions) -> dict:
 
 
 def peers_network_policy(spec: WorkloadSpec, namespace: str) -> dict:
-    """The pods of one multi-node job may reach each other (rendezvous, collectives)."""
+    """The pods of one multi-node job may reach each other (rendezvous, collectives), both
+    ways: the team's policy lets them reach no pod address otherwise."""
     own = {"matchLabels": {LABEL_UID: label_value(spec.uid)}}
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": _metadata(spec, f"{object_name(spec.uid)}-peers", namespace),
-        "spec": {"podSelector": own, "policyTypes": ["Ingress"], "ingress": [{"from": [{"podSelector": own}]}]},
+        "spec": {
+            "podSelector": own,
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{"from": [{"podSelector": own}]}],
+            "egress": [{"to": [{"podSelector": own}]}],
+        },
     }
 
 
@@ -601,8 +628,16 @@ def pending_cause(pod: dict) -> tuple[str, str]:
     return "", ""
 
 
+def container_running(pod: dict) -> bool:
+    """Whether the workload's container still runs. The pod's phase may say Failed already
+    (its deadline passed) while the kubelet is still stopping the container: only the
+    container's own state says that it ended."""
+    return "running" in (_container_status(pod).get("state") or {})
+
+
 def observe_pod(pod: dict, *, endpoints_host: str = "") -> Observed:
-    """One pod's state. `endpoints_host`: the Service's DNS name, for pods that serve ports."""
+    """One pod's state. `endpoints_host`: where the portal reaches the pod's ports (its
+    Service's DNS name, or its own address)."""
     status = pod.get("status") or {}
     labels = _labels_of(pod)
     phase = status.get("phase", "Pending")
@@ -614,7 +649,10 @@ def observe_pod(pod: dict, *, endpoints_host: str = "") -> Observed:
         "kind": labels.get(LABEL_KIND, ""),
         "labels": labels,
         "node": (pod.get("spec") or {}).get("nodeName") or "",
+        "pod_ip": status.get("podIP") or "",
     }
+    if "running" in state and phase in ("Succeeded", "Failed"):  # being stopped: not ended yet
+        return Observed(state=State.RUNNING, started_at=_time(state["running"].get("startedAt")), **common)
     if terminated or phase in ("Succeeded", "Failed"):
         terminated = terminated or {}
         code = terminated.get("exitCode")
@@ -731,6 +769,14 @@ def pull_message(events: list[dict]) -> str:
     steps = [e for e in events if e.get("reason") in PULL_STEPS]
     steps.sort(key=lambda e: (_event_time(e), PULL_STEPS.index(e["reason"])))
     return steps[-1].get("message", "") if steps else ""
+
+
+def refusal_message(events: list[dict]) -> str:
+    """What the API server said when it refused to create a Job's pods (an exceeded
+    ResourceQuota, a LimitRange, a policy webhook): the latest FailedCreate event of the Job
+    controller, "" when there is none."""
+    refused = sorted((e for e in events if e.get("reason") == "FailedCreate"), key=_event_time)
+    return refused[-1].get("message", "") if refused else ""
 
 
 def _event_time(event: dict) -> str:

@@ -13,9 +13,12 @@ caller relies on: everything is found again by the `dockyard.uid` label.
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import logging
 import os
 import posixpath
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -44,8 +47,20 @@ from portal.runtime.base import (
     RuntimeError_,
     State,
     WorkloadSpec,
+    log_lines,
 )
 
+logger = logging.getLogger(__name__)
+
+# How the portal reaches workspace pods (DOCKYARD_K8S_REACH).
+REACH_SERVICE, REACH_POD_IP = "service", "pod-ip"
+# How long a look-up of a workspace's host may take before it counts as not resolving.
+RESOLVE_TIMEOUT_S = 3.0
+# What `tar` prints when the path to read is not there: the path is missing, not the exec broken.
+MISSING_PATH = ("No such file or directory", "Cannot stat")
+# Bytes of a tar stream read before archive_get returns: a missing path fails within them (tar
+# still writes an empty archive's end blocks), so it is reported as not_found, not mid-stream.
+TAR_LOOKAHEAD = 64 * 1024
 # Where a pod finds its own namespace (the portal's, for the NetworkPolicy) in-cluster.
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 # A watch request ends by itself after DOCKYARD_K8S_WATCH_TIMEOUT_S; a connection silent for
@@ -159,6 +174,9 @@ def options() -> m.ClusterOptions:
         portal_namespace=settings.DOCKYARD_K8S_PORTAL_NAMESPACE or _own_namespace(),
         portal_pod_labels=dict(settings.DOCKYARD_K8S_PORTAL_POD_LABELS),
         blocked_egress=tuple(settings.DOCKYARD_K8S_BLOCKED_EGRESS),
+        cluster_cidrs=tuple(settings.DOCKYARD_K8S_CLUSTER_CIDRS),
+        egress_allow=tuple(settings.DOCKYARD_K8S_EGRESS_ALLOW),
+        portal_cidrs=tuple(settings.DOCKYARD_K8S_PORTAL_CIDRS),
         gpu_resource=settings.DOCKYARD_K8S_GPU_RESOURCE,
         gpu_product_label=settings.DOCKYARD_K8S_GPU_PRODUCT_LABEL,
         gpu_tolerations=tuple(settings.DOCKYARD_K8S_GPU_TOLERATIONS),
@@ -390,7 +408,7 @@ class KubernetesBackend:
             _not_going(pod, doing)
         else:
             made.append((self.core.delete_namespaced_pod, namespace, pod["metadata"]["name"]))
-        owner = _owner(pod)
+        owner = _owner(pod, kind="Pod", api_version="v1")
         if spec.ports:
             service = m.workspace_service(spec, namespace)
             service["metadata"]["ownerReferences"] = [owner]
@@ -406,7 +424,7 @@ class KubernetesBackend:
             _not_going(job, doing)
         else:
             made.append((self.batch.delete_namespaced_job, namespace, job["metadata"]["name"]))
-        owner = _owner(job)
+        owner = _owner(job, kind="Job", api_version="batch/v1")
         if spec.nodes > 1:
             for body, method in (
                 (m.headless_service(spec, namespace, opts), self.core.create_namespaced_service),
@@ -446,7 +464,33 @@ class KubernetesBackend:
             pending = [p for p in pods if (p.get("status") or {}).get("phase") == "Pending"]
             if pending:
                 observed = _replace(observed, message=self._pull_message(pending[0]) or observed.message)
+            elif jobs and not pods:
+                observed = self._refused(jobs[0], observed)
+        elif observed.state == State.RUNNING and observed.endpoints:
+            observed = self._unresolved(observed)
         return observed
+
+    def _refused(self, job: dict, observed: Observed) -> Observed:
+        """A Job without pods may have had them refused by the API server (a ResourceQuota,
+        a LimitRange, a policy webhook): the Job controller tells only in a FailedCreate event."""
+        events = self._call(
+            self.core.list_namespaced_event,
+            job["metadata"]["namespace"],
+            field_selector=f"involvedObject.uid={job['metadata']['uid']}",
+            doing="reading the job's events",
+        )
+        message = m.refusal_message(events["items"])
+        return _replace(observed, reason="FailedCreate", message=message) if message else observed
+
+    def _unresolved(self, observed: Observed) -> Observed:
+        """The portal connects to the endpoint's host: when that name does not resolve here
+        (a portal outside the cluster, or a cluster without DNS) say so, rather than leave
+        readiness to time out without a reason."""
+        host = next(iter(observed.endpoints.values())).host
+        problem = _resolve_problem(host)
+        if not problem:
+            return observed
+        return _replace(observed, reason="Unresolvable", message=f"cannot resolve {host}: {problem}")
 
     def _observe(self, uid: str, jobs: list[dict], pods: list[dict]) -> Observed:
         jobs, pods = m.current(jobs, pods)
@@ -458,7 +502,11 @@ class KubernetesBackend:
         return _replace(m.observe_pod(pod, endpoints_host=self._service_host(pod)), uid=uid)
 
     def _service_host(self, pod: dict) -> str:
-        """The workspace's Service DNS name: what the proxy connects to."""
+        """Where the portal connects to the workspace: its Service's DNS name (a portal in
+        the cluster), or with DOCKYARD_K8S_REACH=pod-ip the pod's own address (a portal on a
+        network routed to the pods, without the cluster's DNS); "" until the pod has one."""
+        if settings.DOCKYARD_K8S_REACH == REACH_POD_IP:
+            return (pod.get("status") or {}).get("podIP") or ""
         return f"{pod['metadata']['name']}.{pod['metadata']['namespace']}.svc.{settings.DOCKYARD_K8S_CLUSTER_DOMAIN}"
 
     def _pull_message(self, pod: dict) -> str:
@@ -517,9 +565,14 @@ class KubernetesBackend:
             self._wait_ended(handle, max(grace_s, settings.DOCKYARD_K8S_TERMINATION_GRACE_S))
 
     def _wait_ended(self, handle: Handle, grace_s: float) -> None:
+        """Until the workload has ended and no container of it runs any more: a pod is marked
+        Failed as soon as its deadline passes, while the kubelet still stops the container
+        (which may print its last lines meanwhile)."""
         deadline = time.monotonic() + grace_s + settings.DOCKYARD_K8S_STOP_WAIT_S
         while time.monotonic() < deadline:
-            if self.inspect(handle).state in (State.EXITED, State.MISSING):
+            jobs, pods = self._lookup(handle.uid)
+            ended = self._observe(handle.uid, jobs, pods).state in (State.EXITED, State.MISSING)
+            if ended and not any(m.container_running(pod) for pod in pods):
                 return
             time.sleep(POLL_S)
 
@@ -530,7 +583,7 @@ class KubernetesBackend:
         jobs, pods = self._lookup(handle.uid)
         namespaces = {o["metadata"]["namespace"] for o in [*jobs, *pods]}
         if not keep_data or not namespaces:
-            claims = self._claims(handle.uid)
+            claims = self._claims(handle.uid, going=True)
             namespaces |= {c["metadata"]["namespace"] for c in claims}
         uid_labels = m.selector({"dockyard.managed": "true", LABEL_UID: handle.uid})
         for namespace in sorted(namespaces):
@@ -582,15 +635,30 @@ class KubernetesBackend:
                     doing=doing,
                     missing_ok=True,
                 )
+        if not keep_data and namespaces:
+            self._wait_claims_gone(handle)
 
-    def _claims(self, uid: str) -> list[dict]:
+    def _wait_claims_gone(self, handle: Handle) -> None:
+        """Deleted claims stay, terminating, until the pvc-protection finalizer lets them go
+        (once no pod uses them): wait up to DOCKYARD_K8S_REMOVE_WAIT_S, then say which are
+        still going (the cluster deletes them by itself)."""
+        deadline = time.monotonic() + settings.DOCKYARD_K8S_REMOVE_WAIT_S
+        while claims := self._claims(handle.uid, going=True):
+            if time.monotonic() >= deadline:
+                names = ", ".join(sorted(c["metadata"]["name"] for c in claims))
+                logger.warning("removing %s: volumes still being deleted by the cluster: %s", handle.name, names)
+                return
+            time.sleep(POLL_S)
+
+    def _claims(self, uid: str, *, going: bool = False) -> list[dict]:
+        """The workload's claims; those being deleted only with `going`."""
         labels = m.selector({"dockyard.managed": "true", LABEL_UID: uid})
         found = self._call(
             self.core.list_persistent_volume_claim_for_all_namespaces,
             label_selector=labels,
             doing=f"looking up volumes of {uid}",
         )
-        return found["items"]
+        return [c for c in found["items"] if going or not c["metadata"].get("deletionTimestamp")]
 
     # --- Logs and files --------------------------------------------------------------------
 
@@ -602,13 +670,17 @@ class KubernetesBackend:
             return None, jobs, pods
         return min(pods, key=lambda p: (m._index(p), p["metadata"].get("creationTimestamp") or "")), jobs, pods
 
-    def logs(self, handle: Handle, since: datetime | None = None, follow: bool = False) -> Iterator[str]:
+    def logs(
+        self, handle: Handle, since: datetime | None = None, follow: bool = False, tail: int | None = None
+    ) -> Iterator[str]:
         """The output of the workload's container, line by line; with follow, until it ends
         (a multi-node job: index 0's). Empty while the container has not started."""
         pod, _, _ = self._main_pod(handle)
         if pod is None:
             raise RuntimeError_(f"reading logs of {handle.name}: no pod", reason="not_found", permanent=True)
         kwargs: dict = {"container": m.CONTAINER}
+        if tail is not None:
+            kwargs["tail_lines"] = tail
         if since is not None:
             kwargs["since_seconds"] = max(1, int((datetime.now(tz=UTC) - since).total_seconds()) + 1)
         name, namespace = pod["metadata"]["name"], pod["metadata"]["namespace"]
@@ -651,7 +723,7 @@ class KubernetesBackend:
             handle,
             claims,
             image=image,
-            owner=_owner(jobs[0]) if jobs else None,
+            owner=_owner(jobs[0], kind="Job", api_version="batch/v1") if jobs else None,
             user=_user_of(pod or (jobs[0]["spec"]["template"] if jobs else {})),
             path=path,
         )
@@ -715,7 +787,7 @@ class KubernetesBackend:
         # it connects, which must not touch calls other threads (the watch) are making.
         core = client.CoreV1Api(client.ApiClient(self.configuration))
         try:
-            socket = stream(
+            session = stream(
                 core.connect_get_namespaced_pod_exec,
                 pod["metadata"]["name"],
                 pod["metadata"]["namespace"],
@@ -731,21 +803,22 @@ class KubernetesBackend:
         except Exception as error:
             core.api_client.close()
             raise _api_error(error, doing) from error
-        chunks = _exec_output(socket)
+        chunks = _exec_output(session)
+        head: list[bytes] = []
         try:
-            first = next(chunks)
+            while sum(map(len, head)) < TAR_LOOKAHEAD:
+                head.append(next(chunks))
         except StopIteration:
-            first = b""
+            pass
         except RuntimeError_ as error:
             core.api_client.close()
-            if "No such file" in str(error) or "Cannot stat" in str(error):
+            if error.reason == "not_found":
                 raise RuntimeError_(f"{doing}: {error}", reason="not_found", permanent=True) from None
             raise
 
         def rest() -> Iterator[bytes]:
             try:
-                if first:
-                    yield first
+                yield from head
                 yield from chunks
             finally:
                 core.api_client.close()
@@ -901,13 +974,11 @@ def _drain(events: Iterator) -> None:
         pass
 
 
-def _owner(obj: dict) -> dict:
-    return {
-        "apiVersion": obj.get("apiVersion") or ("batch/v1" if obj.get("kind") == "Job" else "v1"),
-        "kind": obj.get("kind") or "Pod",
-        "name": obj["metadata"]["name"],
-        "uid": obj["metadata"]["uid"],
-    }
+def _owner(obj: dict, *, kind: str, api_version: str) -> dict:
+    """An owner reference to `obj`. Kind and version are the caller's to say: list items come
+    without them, and a reference naming the wrong kind is dangling, so the garbage collector
+    deletes the dependent at once."""
+    return {"apiVersion": api_version, "kind": kind, "name": obj["metadata"]["name"], "uid": obj["metadata"]["uid"]}
 
 
 def _user_of(pod_or_template: dict) -> str:
@@ -922,38 +993,70 @@ def _covers(claim: dict, path: str) -> bool:
     return bool(target) and (path.rstrip("/") == target or path.startswith(target + "/"))
 
 
+def _system_resolve(host: str) -> None:
+    """Looks `host` up as a connection from this process would; raises OSError if it can't."""
+    socket.getaddrinfo(host, None)
+
+
+# The look-up the portal's connections use. Tests point it at the fake cluster's own DNS, so
+# no query for a cluster name leaves this machine.
+resolve = _system_resolve
+
+
+def _resolve_problem(host: str) -> str:
+    """Why `host` does not resolve from this process ("" when it does), within
+    RESOLVE_TIMEOUT_S: the system's resolver has no timeout of its own to pass."""
+    try:
+        ipaddress.ip_address(host)
+        return ""
+    except ValueError:
+        pass
+    outcome: dict[str, str] = {}
+
+    def look_up() -> None:
+        try:
+            resolve(host)
+            outcome["problem"] = ""
+        except OSError as error:
+            outcome["problem"] = error.strerror or str(error)
+
+    thread = threading.Thread(target=look_up, daemon=True, name="k8s-resolve")
+    thread.start()
+    thread.join(RESOLVE_TIMEOUT_S)
+    return outcome.get("problem", f"no answer within {RESOLVE_TIMEOUT_S:g} s")
+
+
 def _replace(observed: Observed, **fields) -> Observed:
     return Observed(**{**observed.__dict__, **fields})
 
 
 def _lines(response) -> Iterator[str]:
-    pending = b""
     try:
-        for chunk in response.stream(64 * 1024, decode_content=False):
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                yield line.decode("utf-8", "replace")
-        if pending:
-            yield pending.decode("utf-8", "replace")
+        chunks = response.stream(64 * 1024, decode_content=False)
+        yield from log_lines(chunks, max_bytes=settings.DOCKYARD_LOG_LINE_MAX_KB * 1024)
     finally:
         response.release_conn()
 
 
-def _exec_output(socket) -> Iterator[bytes]:
+def _exec_output(session) -> Iterator[bytes]:
     """Stdout of an exec as it arrives; raises RuntimeError_ (with stderr) if it failed."""
     try:
-        while socket.is_open():
-            socket.update(timeout=1)
-            if socket.peek_channel(1):
-                yield socket.read_channel(1)
-        if socket.peek_channel(1):
-            yield socket.read_channel(1)
-        raw = socket.read_channel(3)
+        while session.is_open():
+            session.update(timeout=1)
+            if session.peek_channel(1):
+                yield session.read_channel(1)
+        if session.peek_channel(1):
+            yield session.read_channel(1)
+        raw = session.read_channel(3)
         status = json.loads(raw) if raw else {"message": "the exec ended without a status (connection lost)"}
         if status.get("status") != "Success":
-            stderr = socket.read_channel(2)
+            stderr = session.read_channel(2)
             stderr = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else stderr
-            raise RuntimeError_(f"{status.get('message', 'command failed')}: {stderr.strip()}", reason="exec_failed")
+            missing = any(text in stderr for text in MISSING_PATH)
+            raise RuntimeError_(
+                f"{status.get('message', 'command failed')}: {stderr.strip()}",
+                reason="not_found" if missing else "exec_failed",
+                permanent=missing,
+            )
     finally:
-        socket.close()
+        session.close()

@@ -13,7 +13,9 @@ from django.utils import timezone
 
 from jobs.models import Job, JobAttempt
 from jobs.services import job_run_start, jobs_watch
+from portal.audit.services import Actor
 from portal.quotas.models import ResourceProfile
+from portal.quotas.services.quota import team_quota_set
 from portal.runtime import get_backend
 from portal.workloads.models import WorkloadEvent
 from tests.runtime.k8s_harness import FakeDriver, start_fake
@@ -161,3 +163,49 @@ def test_the_image_pull_shows_while_a_job_starts(cluster, ready_image, profile, 
     jobs_watch()
 
     assert _messages(job) == [f"Waiting: {pulling}"]
+
+
+def test_a_job_whose_pods_the_clusters_quota_refuses_says_so_and_fails_after_the_start_timeout(
+    cluster, settings, ready_image, profile, alice, demo_team, root
+):
+    backend, driver = cluster
+    team_quota_set(team=demo_team, changes={"cpus": 0.5}, by=root, actor=Actor.system())
+    job = _admitted_job(ready_image, profile, alice, demo_team)  # 1 CPU: over the namespace's quota
+    job_run_start(job_id=job.uid)
+
+    jobs_watch()
+    job.refresh_from_db()
+    assert job.state == "starting"
+    assert driver.pods(backend.handle_for(job.uid)) == []
+    [waiting] = WorkloadEvent.objects.filter(uid=job.pk, step="scheduling")
+    assert "exceeded quota" in waiting.message and waiting.level == "error"
+
+    settings.DOCKYARD_JOB_START_TIMEOUT_S = 0
+    jobs_watch()
+
+    job.refresh_from_db()
+    assert (job.state, job.reason) == ("failed", "FailedCreate")
+    assert "exceeded quota: dockyard-team-quota" in job.error_message
+
+
+def test_a_workspace_whose_service_name_does_not_resolve_fails_naming_the_lookup(
+    cluster, settings, ready_image, profile, alice, demo_team
+):
+    backend, driver = cluster
+    settings.DOCKYARD_K8S_REACH = "service"  # the default, from a portal outside the cluster
+    revision = ready_image.current_revision
+    workspace = Workspace.objects.create(owner=alice, team=demo_team, name="w", image=ready_image,
+                                         image_revision=revision, image_digest=revision.digest, profile=profile,
+                                         cpus=Decimal(1), memory_gib=Decimal(1), state="pending",
+                                         jupyter_token="t")  # fmt: skip
+    workspace_run_start(workspace_id=workspace.uid)
+    handle = backend.handle_for(workspace.uid)
+    driver.runs(handle)
+    assert workspace_check_ready(workspace_id=workspace.uid) is None
+
+    Workspace.objects.filter(pk=workspace.pk).update(ready_deadline=timezone.now() - timedelta(seconds=1))
+    assert workspace_check_ready(workspace_id=workspace.uid) is False
+
+    workspace.refresh_from_db()
+    assert workspace.state == "failed"
+    assert f"cannot resolve {handle.name}.dockyard-demo.svc.cluster.local" in workspace.error_message

@@ -20,6 +20,8 @@ import base64
 import copy
 import hashlib
 import io
+import ipaddress
+import itertools
 import json
 import re
 import socket
@@ -34,6 +36,10 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import kubernetes_validate
+from django.conf import settings
+from kubernetes.utils.quantity import parse_quantity
+
+from portal.runtime import kubernetes as kubernetes_backend
 
 # The Kubernetes version whose schema every manifest is checked against.
 SCHEMA_VERSION = "1.33"
@@ -59,6 +65,20 @@ DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")  # RFC 1035 (services)
 LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 TERMINAL = ("Succeeded", "Failed")
+# How long the kubelet takes to stop a container once its pod's deadline passed (the pod is
+# Failed at once; its container runs, and may print, until then), and how long a deleted
+# claim stays terminating behind the pvc-protection finalizer once no pod uses it.
+KILL_DELAY_S = 1.0
+FINALIZE_DELAY_S = 0.3
+PVC_PROTECTION = "kubernetes.io/pvc-protection"
+# Quantities as the API server writes them back: the largest suffix with a whole number.
+BINARY_SUFFIXES = (("Ei", 2**60), ("Pi", 2**50), ("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10))
+DECIMAL_SUFFIXES = (("E", 18), ("P", 15), ("T", 12), ("G", 9), ("M", 6), ("k", 3), ("", 0))
+DECIMAL_SUFFIXES += (("m", -3), ("u", -6), ("n", -9))
+QUOTA_KEYS = {
+    key: tuple(key.split(".", 1))
+    for key in ("requests.cpu", "limits.cpu", "requests.memory", "limits.memory", "requests.nvidia.com/gpu")
+}
 
 
 def now() -> str:
@@ -163,10 +183,13 @@ class FakeKube:
         self.watches_served = 0
         self.logs: dict[tuple[str, str], list[str]] = {}
         self.volumes: dict[tuple[str, str], dict[str, bytes]] = {}  # (ns, claim) -> {relative path: data}
+        self.dns = False  # Service names resolve (a portal in a cluster with DNS): see resolve()
         self.auto_run = None  # a predicate on a new pod: run it at once (as a fast cluster would)
         self._syncing: set[str] = set()
         self.started: dict[tuple[str, str], float] = {}  # when each pod started (for deadlines)
         self.timers: list[threading.Timer] = []
+        pod_ips = itertools.count(2)
+        self.next_pod_ip = lambda: f"10.244.0.{next(pod_ips)}"  # a test may route pods to loopback
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -179,9 +202,22 @@ class FakeKube:
 
     def start(self) -> FakeKube:
         self.thread.start()
+        kubernetes_backend.resolve = self.resolve
         return self
 
+    def resolve(self, host: str) -> None:
+        """The cluster's DNS as the portal sees it. Like the real cluster this fake stands for
+        (no DNS add-on, a portal outside it), no cluster name resolves unless a test turns
+        `dns` on; then a Service's name does. Nothing is asked of this machine's resolver."""
+        name, _, rest = host.partition(".")
+        namespace, _, domain = rest.partition(".svc.")
+        with self.cond:
+            found = self.dns and (namespace, name) in self.objects["services"]
+        if not found or domain != settings.DOCKYARD_K8S_CLUSTER_DOMAIN:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
     def close(self) -> None:
+        kubernetes_backend.resolve = kubernetes_backend._system_resolve
         for timer in self.timers:
             timer.cancel()
         self.drop_watches()
@@ -226,13 +262,57 @@ class FakeKube:
             key = (namespace if namespaced else "", meta["name"])
             if key in self.objects[plural]:
                 raise ApiError(409, "AlreadyExists", f'{plural} "{meta["name"]}" already exists')
-            obj = {**copy.deepcopy(body), "kind": kind, "apiVersion": api_version}
+            if plural == "pods":
+                self._admit_by_quota(namespace, body)
+            obj = _canonical({**copy.deepcopy(body), "kind": kind, "apiVersion": api_version})
             obj["metadata"].update(uid=str(uuid.uuid4()), creationTimestamp=now(), generation=1)
             self._defaults(plural, obj)
             self.objects[plural][key] = obj
             self._bump(plural, "ADDED", obj)
+            made = copy.deepcopy(obj)
             self._after_change(plural, obj)
-            return copy.deepcopy(self.objects[plural][key])
+            if self._dangling(obj):  # the garbage collector deletes it at once
+                self.delete(plural, key[0], key[1])
+            return made
+
+    def _dangling(self, obj: dict) -> bool:
+        """Owned, but by no live object of the kind and uid its references name: the garbage
+        collector looks owners up by kind (and namespace and name), then compares the uid."""
+        owners = obj["metadata"].get("ownerReferences") or []
+        return bool(owners) and not any(self._owner_alive(obj, owner) for owner in owners)
+
+    def _owner_alive(self, obj: dict, owner: dict) -> bool:
+        named = (owner.get("kind"), owner.get("apiVersion"))
+        plural = next((p for (_, p), v in RESOURCES.items() if v[:2] == named), None)
+        if plural is None:
+            return False
+        namespace = obj["metadata"].get("namespace", "") if _resource(plural)[2] else ""
+        found = self.objects[plural].get((namespace, owner.get("name")))
+        return found is not None and found["metadata"]["uid"] == owner.get("uid")
+
+    def _admit_by_quota(self, namespace: str, pod: dict) -> None:
+        """The ResourceQuota admission plugin: a pod that would take the namespace over a
+        quota's hard limits (counting pods that have not ended) is refused with 403."""
+        for quota in self.objects["resourcequotas"].values():
+            if quota["metadata"]["namespace"] != namespace:
+                continue
+            hard = quota["spec"].get("hard") or {}
+            live = [
+                p
+                for (ns, _), p in self.objects["pods"].items()
+                if ns == namespace and p["status"]["phase"] not in TERMINAL
+            ]
+            for key, limit in hard.items():
+                used = len(live) if key == "pods" else sum(_pod_amount(p, key) for p in live)
+                asked = 1 if key == "pods" else _pod_amount(pod, key)
+                if asked and used + asked > parse_quantity(limit):
+                    name = pod["metadata"].get("name", "")
+                    raise ApiError(
+                        403,
+                        "Forbidden",
+                        f'pods "{name}" is forbidden: exceeded quota: {quota["metadata"]["name"]}, requested: '
+                        f"{key}={asked}, used: {key}={used}, limited: {key}={limit}",
+                    )
 
     def _defaults(self, plural: str, obj: dict) -> None:
         if plural == "pods":
@@ -247,6 +327,7 @@ class FakeKube:
             obj["spec"].setdefault("suspend", False)
         elif plural == "persistentvolumeclaims":
             obj["status"] = {"phase": "Bound"}
+            obj["metadata"]["finalizers"] = [PVC_PROTECTION]  # as the API server's admission adds it
             self.volumes.setdefault((obj["metadata"]["namespace"], obj["metadata"]["name"]), {})
 
     def get(self, plural: str, namespace: str, name: str) -> dict:
@@ -276,7 +357,7 @@ class FakeKube:
         with self.cond:
             current = self.get(plural, namespace, name)
             self._validate(plural, body)
-            body = copy.deepcopy(body)
+            body = _canonical(copy.deepcopy(body))
             body["metadata"] = {**current["metadata"], **body["metadata"]}
             body.setdefault("status", current.get("status"))
             body["kind"], body["apiVersion"] = current["kind"], current["apiVersion"]
@@ -293,24 +374,61 @@ class FakeKube:
     def delete(self, plural: str, namespace: str, name: str, propagation: str | None = None) -> dict:
         with self.cond:
             key = (namespace if _resource(plural)[2] else "", name)
-            obj = self.objects[plural].pop(key, None)
+            obj = self.objects[plural].get(key)
             if obj is None:
                 raise ApiError(404, "NotFound", f'{plural} "{name}" not found')
+            if obj["metadata"].get("finalizers"):
+                # Marked for deletion; it goes once its finalizers are done (pvc-protection:
+                # no pod uses the claim any more).
+                if not obj["metadata"].get("deletionTimestamp"):
+                    obj["metadata"]["deletionTimestamp"] = now()
+                    self._bump(plural, "MODIFIED", obj)
+                    self._later(FINALIZE_DELAY_S, self._finalize, plural, key)
+                return copy.deepcopy(obj)
+            del self.objects[plural][key]
             self._bump(plural, "DELETED", obj)
-            # Garbage collection: dependents go too, except a Job's pods when orphaned (the
-            # API's default for batch/v1 Jobs).
+            # Garbage collection: dependents (owned by this kind and uid) go too, except a
+            # Job's pods when orphaned (the API's default for batch/v1 Jobs).
             orphan = propagation == "Orphan" or (plural == "jobs" and propagation is None)
             if not orphan:
+                kind, api_version, _ = _resource(plural)
                 for dependent_plural, objects in self.objects.items():
                     for dep_key, dependent in list(objects.items()):
                         owners = dependent["metadata"].get("ownerReferences") or []
-                        if any(o.get("uid") == obj["metadata"]["uid"] for o in owners):
+                        this = (kind, api_version, obj["metadata"]["uid"])
+                        owned = any((o.get("kind"), o.get("apiVersion"), o.get("uid")) == this for o in owners)
+                        if owned and dep_key in objects:  # an earlier cascade may have taken it
                             self.delete(dependent_plural, dep_key[0], dep_key[1])
             if plural == "persistentvolumeclaims":
                 self.volumes.pop(key, None)
             if plural == "pods":
                 self._pod_changed(obj)
             return obj
+
+    def _later(self, delay: float, action, *args) -> None:
+        timer = threading.Timer(delay, action, args=args)
+        timer.daemon = True
+        self.timers.append(timer)
+        timer.start()
+
+    def _finalize(self, plural: str, key: tuple[str, str]) -> None:
+        with self.cond:
+            obj = self.objects[plural].get(key)
+            if obj is None:
+                return
+            if plural == "persistentvolumeclaims" and self._claim_in_use(key):
+                self._later(FINALIZE_DELAY_S, self._finalize, plural, key)
+                return
+            obj["metadata"]["finalizers"] = []
+            self.delete(plural, key[0], key[1])
+
+    def _claim_in_use(self, key: tuple[str, str]) -> bool:
+        return any(
+            volume.get("persistentVolumeClaim", {}).get("claimName") == key[1]
+            for (ns, _), pod in self.objects["pods"].items()
+            if ns == key[0] and pod["status"]["phase"] not in TERMINAL
+            for volume in pod["spec"].get("volumes") or []
+        )
 
     def _validate(self, plural: str, body: dict) -> None:
         if not self.validate:
@@ -353,17 +471,28 @@ class FakeKube:
             return
         remaining = deadline - (time.monotonic() - self.started[key])
         if remaining <= 0:
-            self._terminate(pod, 143, "Error", pod_reason="DeadlineExceeded")
+            self._deadline_passed(*key)
             return
-        timer = threading.Timer(remaining, self._deadline_passed, args=key)
-        timer.daemon = True
-        self.timers.append(timer)
-        timer.start()
+        self._later(remaining, self._deadline_passed, *key)
 
     def _deadline_passed(self, namespace: str, name: str) -> None:
+        """The kubelet marks the pod Failed at once, then stops its container (SIGTERM, the
+        grace period): for KILL_DELAY_S the pod is Failed and its container still runs."""
         with self.cond:
             pod = self.objects["pods"].get((namespace, name))
             if pod is not None and pod["status"]["phase"] == "Running":
+                status = pod["status"]
+                status.update(phase="Failed", reason="DeadlineExceeded")
+                status["message"] = "Pod was active on the node longer than the specified deadline"
+                _condition(pod, "Ready", "False")
+                self._store("pods", pod)
+                self._later(KILL_DELAY_S, self._container_stopped, namespace, name)
+
+    def _container_stopped(self, namespace: str, name: str) -> None:
+        with self.cond:
+            pod = self.objects["pods"].get((namespace, name))
+            statuses = (pod or {}).get("status", {}).get("containerStatuses") or []
+            if pod is not None and any("running" in c.get("state", {}) for c in statuses):
                 self._terminate(pod, 143, "Error", pod_reason="DeadlineExceeded")
                 self._store("pods", pod)
 
@@ -479,7 +608,27 @@ class FakeKube:
                 }
             ]
             pod = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}
-            self.create("pods", job["metadata"]["namespace"], pod)
+            try:
+                self.create("pods", job["metadata"]["namespace"], pod)
+            except ApiError as error:  # refused (a quota): the controller only says so in an event
+                self._job_event(job, "FailedCreate", f"Error creating: {error.message}")
+
+    def _job_event(self, job: dict, reason: str, message: str) -> None:
+        meta = job["metadata"]
+        involved = {"kind": "Job", "apiVersion": "batch/v1", "uid": meta["uid"]}
+        involved.update(name=meta["name"], namespace=meta["namespace"])
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:8]}", "namespace": meta["namespace"]},
+            "involvedObject": involved,
+            "reason": reason,
+            "message": message,
+            "type": "Warning",
+            "source": {"component": "job-controller"},
+            "lastTimestamp": now(),
+        }
+        self.create("events", meta["namespace"], event)
 
     # --- What a test drives ----------------------------------------------------------------
 
@@ -506,7 +655,7 @@ class FakeKube:
         self.started[(pod["metadata"]["namespace"], pod["metadata"]["name"])] = time.monotonic()
         pod["spec"]["nodeName"] = node
         status = pod["status"]
-        status.update(phase="Running", startTime=now(), podIP="10.0.0.2", hostIP="192.0.2.1")
+        status.update(phase="Running", startTime=now(), podIP=self.next_pod_ip(), hostIP="192.0.2.1")
         _condition(pod, "PodScheduled", "True")
         _condition(pod, "Ready", "True")
         status["containerStatuses"] = [
@@ -631,6 +780,50 @@ class FakeKube:
             self.compacted_rv = self.rv
             self.history.clear()
 
+    def egress_allowed(self, pod: dict, address: str, port: int, protocol: str = "TCP") -> bool:
+        """Whether the NetworkPolicies let `pod` connect to address:port, as a network plugin
+        that enforces them decides: allowed when no policy selects the pod for egress, else
+        when any rule of any such policy matches both the port and the destination."""
+        namespace, labels = pod["metadata"]["namespace"], _labels(pod)
+        policies = [
+            policy["spec"]
+            for policy in self.find("networkpolicies", namespace)
+            if "Egress" in policy["spec"].get("policyTypes", [])
+            and _selects(policy["spec"].get("podSelector") or {}, labels)
+        ]
+        if not policies:
+            return True
+        return any(
+            _port_matches(rule, port, protocol) and self._peer_matches(rule, namespace, address)
+            for spec in policies
+            for rule in spec.get("egress") or []
+        )
+
+    def _peer_matches(self, rule: dict, namespace: str, address: str) -> bool:
+        peers = rule.get("to")
+        if not peers:
+            return True  # no `to`: every destination
+        ip = ipaddress.ip_address(address)
+        target = next((p for p in self.find("pods") if p["status"].get("podIP") == address), None)
+        for peer in peers:
+            if "ipBlock" in peer:
+                block = peer["ipBlock"]
+                inside = _within(ip, block["cidr"])
+                excepted = any(_within(ip, cidr) for cidr in block.get("except", []))
+                if inside and not excepted:
+                    return True
+            elif target is not None:
+                target_ns = target["metadata"]["namespace"]
+                if "namespaceSelector" in peer:
+                    ns_labels = _labels(self.get("namespaces", "", target_ns))
+                    if not _selects(peer["namespaceSelector"], ns_labels):
+                        continue
+                elif target_ns != namespace:
+                    continue
+                if _selects(peer.get("podSelector") or {}, _labels(target)):
+                    return True
+        return False
+
     def count(self, method: str, path_prefix: str) -> int:
         return sum(1 for m, p in self.requests if m == method and p.startswith(path_prefix))
 
@@ -645,7 +838,11 @@ class FakeKube:
         prefix = inside.strip("/")
         chosen = {p: d for p, d in files.items() if not prefix or p == prefix or p.startswith(prefix + "/")}
         if not chosen and prefix:
-            return b"", f"tar: {command[5]}: Cannot stat: No such file or directory\n", 2
+            # GNU tar still writes an (empty) archive before it fails.
+            empty = io.BytesIO()
+            tarfile.open(fileobj=empty, mode="w").close()
+            stderr = f"tar: {command[5]}: Cannot stat: No such file or directory\n"
+            return empty.getvalue(), stderr + "tar: Exiting with failure status due to previous errors\n", 2
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w") as tar:
             folder = tarfile.TarInfo(command[5])
@@ -667,6 +864,59 @@ class FakeKube:
             if path == target or path.startswith(target + "/"):
                 return claims.get(mount["name"]), path[len(target) :]
         return None, path
+
+
+def _within(ip, cidr: str) -> bool:
+    network = ipaddress.ip_network(cidr)
+    return ip.version == network.version and ip in network
+
+
+def _selects(selector: dict, labels: dict) -> bool:
+    return all(labels.get(key) == value for key, value in (selector.get("matchLabels") or {}).items())
+
+
+def _port_matches(rule: dict, port: int, protocol: str) -> bool:
+    ports = rule.get("ports")
+    return not ports or any(p.get("protocol", "TCP") == protocol and p.get("port") in (None, port) for p in ports)
+
+
+def canonical_quantity(text: str) -> str:
+    """A quantity as a real API server writes it back: 8000m is 8, 32768Mi is 32Gi, 8000 is 8k."""
+    value = parse_quantity(text)
+    if text.endswith("i") and abs(value) >= 1024:
+        for suffix, factor in BINARY_SUFFIXES:
+            if value % factor == 0:
+                return f"{int(value // factor)}{suffix}"
+    for suffix, exponent in DECIMAL_SUFFIXES:
+        scaled = value.scaleb(-exponent)
+        if scaled == scaled.to_integral_value():
+            return f"{int(scaled)}{suffix}"
+    return text
+
+
+def _canonical(obj):
+    """Every quantity of resource requests and limits and of quotas, canonical."""
+    if isinstance(obj, list):
+        return [_canonical(item) for item in obj]
+    if not isinstance(obj, dict):
+        return obj
+    result = {}
+    for key, value in obj.items():
+        if key in ("requests", "limits", "hard") and isinstance(value, dict):
+            result[key] = {k: canonical_quantity(v) if isinstance(v, str) else v for k, v in value.items()}
+        else:
+            result[key] = _canonical(value)
+    return result
+
+
+def _pod_amount(pod: dict, key: str):
+    """A pod's total of a quota key (e.g. limits.cpu) over its containers."""
+    part, resource = QUOTA_KEYS.get(key, ("", ""))
+    total = parse_quantity("0")
+    for container in pod["spec"].get("containers") or []:
+        amount = ((container.get("resources") or {}).get(part) or {}).get(resource)
+        total += parse_quantity(amount) if amount else 0
+    return total
 
 
 def _resource(plural: str) -> tuple[str, str, bool]:
@@ -799,6 +1049,9 @@ def _handler(fake: FakeKube):
                 ]
                 rv = str(fake.rv)
             kind = _resource(plural)[0]
+            for item in items:  # a real API server leaves them out of list items
+                item.pop("kind", None)
+                item.pop("apiVersion", None)
             self._json(
                 200,
                 {
@@ -869,6 +1122,8 @@ def _handler(fake: FakeKube):
                 raise ApiError(400, "BadRequest", f'container "workload" in pod "{name}" is waiting to start')
             if query.get("follow") != "true":
                 lines = fake.logs.get((namespace, name), [])
+                if query.get("tailLines"):  # the last N lines only, as the kubelet reads them
+                    lines = lines[len(lines) - min(int(query["tailLines"]), len(lines)) :]
                 return self._bytes(200, "".join(f"{line}\n" for line in lines).encode(), "text/plain")
             self._start_chunked("text/plain")
             sent = 0
@@ -876,7 +1131,9 @@ def _handler(fake: FakeKube):
                 with fake.cond:
                     lines = fake.logs.get((namespace, name), [])
                     current = fake.objects["pods"].get((namespace, name))
-                    ended = current is None or current["status"]["phase"] in TERMINAL
+                    ended = current is None or not any(  # until the container stops, not the pod's phase
+                        "running" in c.get("state", {}) for c in current["status"].get("containerStatuses") or []
+                    )
                     if sent == len(lines) and not ended:
                         fake.cond.wait(1.0)
                         continue

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from kubernetes.client.exceptions import ApiException
 
 from portal.runtime import k8s_manifests as m
 from portal.runtime.base import Handle, Mount, WorkloadSpec
@@ -117,12 +118,18 @@ def spec_for(command: list[str], *, team: str = "demo", kind: str = "probe", **f
 
 
 def clean_real_cluster(backend: KubernetesBackend) -> None:
-    """Removes what this test run made on a real cluster (workloads and their volumes)."""
+    """Removes what this test run made on a real cluster (workloads and their volumes). A test
+    may have removed some already, and the cluster's garbage collector others meanwhile: what
+    is gone is done."""
     for observed in backend.list_managed():
         backend.remove(backend.handle_for(observed.uid), keep_data=False)
     labels = m.selector({RUN_LABEL: TEST_RUN})
     for claim in backend.core.list_persistent_volume_claim_for_all_namespaces(label_selector=labels).items:
-        backend.core.delete_namespaced_persistent_volume_claim(claim.metadata.name, claim.metadata.namespace)
+        try:
+            backend.core.delete_namespaced_persistent_volume_claim(claim.metadata.name, claim.metadata.namespace)
+        except ApiException as error:
+            if error.status != 404:
+                raise
 
 
 def cluster_params():

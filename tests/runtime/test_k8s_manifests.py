@@ -69,7 +69,15 @@ def every_manifest() -> dict[str, dict]:
         "quota": m.resource_quota_manifest(NS, {"cpus": 8, "memory_gib": 1.5, "gpus": 4, "pods": 10}),
         "empty quota": m.resource_quota_manifest(NS, {}),
         "network policy": m.network_policy_manifest(NS, OPTIONS),
-        "network policy without egress": m.network_policy_manifest(NS, m.ClusterOptions(blocked_egress=())),
+        "network policy without extra blocks": m.network_policy_manifest(NS, m.ClusterOptions(blocked_egress=())),
+        "network policy of a routed portal": m.network_policy_manifest(
+            NS,
+            m.ClusterOptions(
+                cluster_cidrs=("198.18.0.0/15", "10.96.0.0/12", "fd00:10:96::/112"),
+                egress_allow=("10.20.30.0/24",),
+                portal_cidrs=("192.0.2.0/24",),
+            ),
+        ),
         "peers policy": m.peers_network_policy(GPU_SPEC, NS),
         "home claim": m.claim_manifest(WORKSPACE, WORKSPACE.mounts[0], NS, OPTIONS),
         "output claim": claim,
@@ -225,7 +233,7 @@ def test_quota_mirrors_the_limits_given():
     }
 
 
-def test_network_policy_admits_only_the_portal_and_blocks_the_metadata_address():
+def test_network_policy_admits_only_the_portal_and_lets_out_dns_and_the_internet_only():
     policy = m.network_policy_manifest(NS, m.ClusterOptions(portal_namespace="platform"))["spec"]
 
     assert policy["ingress"] == [
@@ -238,7 +246,45 @@ def test_network_policy_admits_only_the_portal_and_blocks_the_metadata_address()
             ]
         }
     ]
-    assert policy["egress"][0]["to"][0] == {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}}
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    dns, internet = policy["egress"]
+    assert dns == {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
+    v4, v6 = (peer["ipBlock"] for peer in internet["to"])
+    assert "ports" not in internet
+    assert v4 == {
+        "cidr": "0.0.0.0/0",
+        "except": ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10",
+                   "169.254.169.254/32"],
+    }  # fmt: skip
+    assert v6 == {"cidr": "::/0", "except": ["fc00::/7", "fe80::/10"]}
+    assert not any(
+        "namespaceSelector" in peer or "podSelector" in peer for rule in policy["egress"] for peer in rule.get("to", [])
+    )
+
+
+def test_network_policy_blocks_the_clusters_ranges_and_lets_in_a_routed_portal():
+    options = m.ClusterOptions(
+        cluster_cidrs=("198.18.0.0/15", "10.96.0.0/12", "fd00:10:96::/112"),
+        egress_allow=("10.20.30.0/24",),
+        portal_cidrs=("192.0.2.0/24",),
+    )
+
+    policy = m.network_policy_manifest(NS, options)["spec"]
+
+    v4, v6 = (peer["ipBlock"] for peer in policy["egress"][1]["to"])
+    assert {"198.18.0.0/15", "10.96.0.0/12"} <= set(v4["except"])
+    assert "fd00:10:96::/112" in v6["except"]
+    assert policy["egress"][2] == {"to": [{"ipBlock": {"cidr": "10.20.30.0/24"}}]}
+    assert {"ipBlock": {"cidr": "192.0.2.0/24"}} in policy["ingress"][0]["from"]
+
+
+def test_the_peers_of_a_multi_node_job_may_reach_each_other_both_ways():
+    policy = m.peers_network_policy(GPU_SPEC, NS)["spec"]
+    own = {"matchLabels": {"dockyard.uid": GPU_SPEC.uid}}
+
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["ingress"] == [{"from": [{"podSelector": own}]}]
+    assert policy["egress"] == [{"to": [{"podSelector": own}]}]
 
 
 # --- Status -------------------------------------------------------------------------------------
@@ -278,6 +324,40 @@ def test_pod_states_and_reasons_are_read_like_dockers():
     assert (done.exit_code, done.reason) == (0, "Completed")
     assert (evicted.state, evicted.exit_code, evicted.reason) == (State.EXITED, None, "Evicted")
     assert (crashed.state, crashed.reason, crashed.message) == (State.CREATED, "CreateContainerConfigError", "no")
+
+
+def test_a_pod_failed_by_its_deadline_runs_until_its_container_stops():
+    stopping = pod("Failed", reason="DeadlineExceeded", state={"running": {"startedAt": "2025-01-01T00:00:00Z"}})
+    stopped = pod("Failed", reason="DeadlineExceeded", state={"terminated": {"exitCode": 143, "reason": "Error"}})
+
+    assert (m.observe_pod(stopping).state, m.container_running(stopping)) == (State.RUNNING, True)
+    assert (m.observe_pod(stopped).state, m.observe_pod(stopped).exit_code) == (State.EXITED, 143)
+    assert m.container_running(stopped) is False
+
+
+def test_a_running_pod_reports_its_own_address():
+    running = pod("Running", state={"running": {}})
+    running["status"]["podIP"] = "10.244.1.7"
+
+    observed = m.observe_pod(running, endpoints_host="10.244.1.7")
+
+    assert observed.pod_ip == "10.244.1.7"
+    assert observed.endpoints[8888] == m.Endpoint(host="10.244.1.7", port=8888)
+
+
+def test_the_latest_refusal_of_a_jobs_pods_is_its_message():
+    events = [
+        {"reason": "FailedCreate", "message": "Error creating: old", "lastTimestamp": "2025-01-01T00:00:00Z"},
+        {"reason": "SuccessfulCreate", "message": "Created pod", "lastTimestamp": "2025-01-01T00:00:05Z"},
+        {
+            "reason": "FailedCreate",
+            "message": "Error creating: exceeded quota",
+            "lastTimestamp": "2025-01-01T00:00:09Z",
+        },
+    ]
+
+    assert m.refusal_message(events) == "Error creating: exceeded quota"
+    assert m.refusal_message(events[1:2]) == ""
 
 
 def test_a_job_that_ran_past_its_deadline_says_so():

@@ -4,13 +4,15 @@ when DOCKYARD_TEST_KUBECONFIG is set)."""
 from __future__ import annotations
 
 import io
+import logging
 import tarfile
 import threading
 
 import pytest
+from kubernetes.utils.quantity import parse_quantity
 
 from portal.runtime import k8s_manifests as m
-from portal.runtime.base import FileDrop, Mount, RuntimeError_, State
+from portal.runtime.base import Endpoint, FileDrop, Mount, RuntimeError_, State
 from tests.processes import wait_for
 from tests.runtime.k8s_harness import (
     REAL_KUBECONFIG,
@@ -65,6 +67,11 @@ def until(backend, handle, driver, what, check):
     return wait_for(look, timeout=driver.timeout, what=what)
 
 
+def quantities(amounts: dict[str, str]) -> dict:
+    """Amounts by value: a cluster writes them back in its canonical form (8 for 8000m)."""
+    return {key: parse_quantity(value) for key, value in amounts.items()}
+
+
 def read(backend, method, *args):
     """An object as the cluster holds it (JSON), read with the backend's own client."""
     return backend._call(
@@ -87,14 +94,16 @@ def test_first_start_makes_the_team_namespace_with_quota_and_policy(cluster):
     assert labels["dockyard.test-run"] == spec.labels["dockyard.test-run"]
     assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
     quota = read(backend, "read_namespaced_resource_quota", m.QUOTA_NAME, "dockyard-demo")
-    assert quota["spec"]["hard"] == {
-        "requests.cpu": "8000m",
-        "limits.cpu": "8000m",
-        "requests.memory": "32768Mi",
-        "limits.memory": "32768Mi",
-        "requests.nvidia.com/gpu": "2",
-        "pods": "20",
-    }
+    assert quantities(quota["spec"]["hard"]) == quantities(
+        {
+            "requests.cpu": "8",
+            "limits.cpu": "8",
+            "requests.memory": "32Gi",
+            "limits.memory": "32Gi",
+            "requests.nvidia.com/gpu": "2",
+            "pods": "20",
+        }
+    )
     policy = backend._call(
         backend.networking.read_namespaced_network_policy, m.POLICY_NAME, "dockyard-demo", doing="test"
     )
@@ -152,7 +161,8 @@ def test_workspace_is_a_hardened_pod_with_a_service_and_a_home_claim(cluster, se
     assert observed.node and observed.kind == "workspace" and observed.uid == spec.uid
     pod = read(backend, "read_namespaced_pod", handle.name, "dockyard-demo")
     container = pod["spec"]["containers"][0]
-    assert container["resources"]["requests"] == container["resources"]["limits"] == {"cpu": "500m", "memory": "256Mi"}
+    assert quantities(container["resources"]["requests"]) == quantities({"cpu": "500m", "memory": "256Mi"})
+    assert quantities(container["resources"]["limits"]) == quantities({"cpu": "0.5", "memory": "256Mi"})
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
@@ -164,7 +174,7 @@ def test_workspace_is_a_hardened_pod_with_a_service_and_a_home_claim(cluster, se
     assert service["spec"]["selector"] == {"dockyard.uid": spec.uid}
     assert service["spec"]["ports"][0]["port"] == 8888
     claim = read(backend, "read_namespaced_persistent_volume_claim", f"{handle.name}-home", "dockyard-demo")
-    assert claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    assert parse_quantity(claim["spec"]["resources"]["requests"]["storage"]) == parse_quantity("1024Mi")
 
 
 def test_start_twice_makes_one_pod(cluster):
@@ -608,3 +618,202 @@ def test_files_of_a_job_waiting_to_start_are_not_found_without_a_helper_pod(fake
 
     assert raised.value.reason == "not_found"
     assert fake.find("pods", "dockyard-demo") == []
+
+
+# --- What a real API server and its controllers do ---------------------------------------------
+
+
+def test_the_api_server_writes_quantities_back_in_canonical_form(fake_cluster):
+    backend, _ = fake_cluster
+
+    backend.team_sync("demo", TEAM_LIMITS)
+
+    hard = read(backend, "read_namespaced_resource_quota", m.QUOTA_NAME, "dockyard-demo")["spec"]["hard"]
+    assert (hard["requests.cpu"], hard["limits.memory"]) == ("8", "32Gi")  # sent as 8000m and 32768Mi
+
+
+def test_the_fetch_helper_of_an_ended_job_is_owned_by_the_job_not_collected_at_once(fake_cluster):
+    backend, fake = fake_cluster
+    driver = FakeDriver(fake)
+    spec = spec_for(["train"], kind="job", mounts=(Mount("output", "/output"),))
+    handle = backend.start(spec)
+    driver.runs(handle)
+    driver.writes(handle, "demo", "output", "metrics.jsonl", b"{}\n" * 30_000)  # more than one read ahead
+    driver.exits(handle, 0)
+    job = fake.get("jobs", "dockyard-demo", handle.name)
+
+    chunks = backend.archive_get(handle, "/output")
+
+    [helper] = fake.find("pods", "dockyard-demo", f"{m.LABEL_HELPER_FOR}={spec.uid}")
+    [owner] = helper["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["apiVersion"], owner["uid"]) == ("Job", "batch/v1", job["metadata"]["uid"])
+    assert _untar(b"".join(chunks)) == {"output/metrics.jsonl": b"{}\n" * 30_000}
+    assert fake.find("pods", "dockyard-demo", f"{m.LABEL_HELPER_FOR}={spec.uid}") == []
+
+
+def test_a_job_whose_pods_the_quota_refuses_says_so_as_its_waiting_reason(fake_cluster):
+    backend, fake = fake_cluster
+    handle = backend.start(spec_for(["train"], kind="job", cpus=2, team_limits={"cpus": 1}))
+
+    observed = backend.inspect(handle)
+
+    assert fake.find("pods", "dockyard-demo") == []
+    assert (observed.state, observed.reason) == (State.CREATED, "FailedCreate")
+    assert "exceeded quota: dockyard-team-quota" in observed.message
+    assert "cpu=2" in observed.message and "cpu=1" in observed.message
+
+
+@pytest.mark.parametrize("kind", ["workspace", "job"])
+def test_stop_returns_once_the_container_has_stopped_not_when_the_pod_is_marked_failed(fake_cluster, kind):
+    backend, fake = fake_cluster
+    driver = FakeDriver(fake)
+    handle = backend.start(spec_for(["sh", "-c", "trap 'echo saved; exit' TERM; sleep 60"], kind=kind))
+    driver.runs(handle)
+
+    backend.stop(handle, grace_s=1)
+
+    [pod] = driver.pods(handle)
+    assert pod["status"]["phase"] == "Failed"
+    assert "terminated" in pod["status"]["containerStatuses"][0]["state"]
+    assert backend.inspect(handle).state == State.EXITED
+
+
+def test_a_failed_pod_whose_container_still_runs_is_not_taken_as_exited(fake_cluster):
+    backend, fake = fake_cluster
+    driver = FakeDriver(fake)
+    handle = backend.start(spec_for(["sleep", "60"], kind="workspace", ports=(8888,)))
+    driver.runs(handle)
+    fake._deadline_passed("dockyard-demo", handle.name)  # Failed now; the kubelet stops the container after a moment
+
+    observed = backend.inspect(handle)
+
+    assert driver.pods(handle)[0]["status"]["phase"] == "Failed"
+    assert (observed.state, observed.endpoints) == (State.RUNNING, {})
+    ended = until(backend, handle, driver, "the container to stop", lambda o: o.state == State.EXITED)
+    assert (ended.exit_code, ended.reason) == (143, "Error")
+
+
+def test_with_reach_by_pod_ip_the_endpoint_is_the_pods_address(fake_cluster, settings):
+    backend, fake = fake_cluster
+    settings.DOCKYARD_K8S_REACH = "pod-ip"
+    handle = backend.start(spec_for(["jupyter", "lab"], kind="workspace", ports=(8888,)))
+    FakeDriver(fake).runs(handle)
+
+    observed = backend.inspect(handle)
+
+    address = fake.get("pods", "dockyard-demo", handle.name)["status"]["podIP"]
+    assert observed.state == State.RUNNING and observed.pod_ip == address
+    assert observed.endpoints == {8888: Endpoint(host=address, port=8888)}
+    assert observed.reason == ""
+
+
+def test_a_service_name_the_portal_cannot_resolve_is_named(fake_cluster, settings):
+    backend, fake = fake_cluster
+    settings.DOCKYARD_K8S_REACH = "service"  # the default; this portal is outside the cluster
+    handle = backend.start(spec_for(["jupyter", "lab"], kind="workspace", ports=(8888,)))
+    FakeDriver(fake).runs(handle)
+
+    observed = backend.inspect(handle)
+
+    host = f"{handle.name}.dockyard-demo.svc.cluster.local"
+    assert observed.state == State.RUNNING and observed.endpoints[8888].host == host
+    assert observed.reason == "Unresolvable"
+    assert observed.message.startswith(f"cannot resolve {host}")
+    assert observed.pod_ip == fake.get("pods", "dockyard-demo", handle.name)["status"]["podIP"]
+
+
+def test_a_service_name_that_resolves_gives_no_reason(fake_cluster):
+    backend, fake = fake_cluster
+    fake.dns = True  # a portal inside a cluster with DNS
+    handle = backend.start(spec_for(["jupyter", "lab"], kind="workspace", ports=(8888,)))
+    FakeDriver(fake).runs(handle)
+
+    observed = backend.inspect(handle)
+
+    assert observed.state == State.RUNNING and observed.reason == ""
+
+
+def test_remove_without_data_returns_once_the_claims_are_gone(fake_cluster):
+    backend, fake = fake_cluster
+    spec = spec_for(["sleep", "60"], kind="workspace", mounts=(Mount("home", "/home/jovyan"),))
+    handle = backend.start(spec)
+    [claim] = fake.find("persistentvolumeclaims", "dockyard-demo", f"dockyard.uid={spec.uid}")
+    assert claim["metadata"]["finalizers"] == ["kubernetes.io/pvc-protection"]
+
+    backend.remove(handle, keep_data=False)
+
+    assert fake.find("persistentvolumeclaims", "dockyard-demo", f"dockyard.uid={spec.uid}") == []
+    backend.remove(handle, keep_data=False)  # gone already: fine
+
+
+def test_remove_reports_claims_still_held_by_a_pod_as_going_after_its_bound(fake_cluster, settings, caplog):
+    backend, fake = fake_cluster
+    settings.DOCKYARD_K8S_REMOVE_WAIT_S = 1
+    spec = spec_for(["sleep", "60"], kind="job", mounts=(Mount("output", "/output"),))
+    handle = backend.start(spec)
+    claim = m.claim_name(spec.uid, "output")
+    holder = m.workspace_pod(spec_for(["sleep", "60"], mounts=()), "dockyard-demo", m.ClusterOptions())
+    holder["spec"]["volumes"] = [{"name": "held", "persistentVolumeClaim": {"claimName": claim}}]
+    fake.create("pods", "dockyard-demo", holder)  # another pod still mounts it
+
+    with caplog.at_level(logging.WARNING, logger="portal.runtime.kubernetes"):
+        backend.remove(handle, keep_data=False)
+
+    [going] = fake.find("persistentvolumeclaims", "dockyard-demo", f"dockyard.uid={spec.uid}")
+    assert going["metadata"]["deletionTimestamp"]
+    assert backend._claims(spec.uid) == []
+    assert f"volumes still being deleted by the cluster: {claim}" in caplog.text
+
+
+def test_reading_a_missing_path_of_a_running_pod_is_not_found_before_any_byte(fake_cluster):
+    backend, fake = fake_cluster
+    spec = spec_for(["sleep", "60"])
+    handle = backend.start(spec)
+    FakeDriver(fake).runs(handle)
+
+    with pytest.raises(RuntimeError_) as raised:
+        backend.archive_get(handle, "/data/nothing-here")
+
+    assert (raised.value.reason, raised.value.permanent) == ("not_found", True)
+    assert "No such file or directory" in str(raised.value)
+
+
+# --- What a workload may reach ------------------------------------------------------------------
+
+
+def test_workloads_may_reach_dns_and_the_internet_but_not_the_cluster_or_private_ranges(fake_cluster, settings):
+    backend, fake = fake_cluster
+    settings.DOCKYARD_K8S_CLUSTER_CIDRS = ["198.18.0.0/15"]  # a cluster whose services use a public-looking range
+    settings.DOCKYARD_K8S_EGRESS_ALLOW = ["10.20.30.0/24"]  # the team's package mirror
+    driver = FakeDriver(fake)
+    workload = backend.start(spec_for(["sleep", "60"]))
+    other_team = backend.start(spec_for(["sleep", "60"], team="other"))
+    driver.runs(workload)
+    driver.runs(other_team)
+    [pod], [neighbour] = driver.pods(workload), driver.pods(other_team)
+
+    def reaches(address: str, port: int, protocol: str = "TCP") -> bool:
+        return fake.egress_allowed(pod, address, port, protocol)
+
+    assert reaches("10.96.0.10", 53, "UDP") and reaches("10.96.0.10", 53)  # the cluster's DNS
+    assert reaches("93.184.215.14", 443) and reaches("2606:4700::1111", 443)  # the internet
+    assert reaches("10.20.30.5", 443)  # allowed by the admin
+    assert not reaches(neighbour["status"]["podIP"], 8888)  # another team's pod
+    assert not reaches("10.96.0.1", 443)  # the cluster's API service
+    assert not reaches("198.18.0.1", 443)  # a configured cluster range
+    for private in ("172.16.5.5", "192.168.1.1", "169.254.169.254", "100.64.0.1", "fd00::1", "fe80::1"):
+        assert not reaches(private, 80), private
+
+
+def test_the_pods_of_a_multi_node_job_reach_each_other_and_nothing_else_private(fake_cluster):
+    backend, fake = fake_cluster
+    driver = FakeDriver(fake)
+    handle = backend.start(spec_for(["train"], kind="job", nodes=2))
+    lone = backend.start(spec_for(["train"], kind="job"))
+    driver.runs(handle)
+    driver.runs(lone)
+    first, second = driver.pods(handle)
+    [outsider] = driver.pods(lone)
+
+    assert fake.egress_allowed(first, second["status"]["podIP"], 29500)
+    assert not fake.egress_allowed(outsider, first["status"]["podIP"], 29500)
