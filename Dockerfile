@@ -72,4 +72,7 @@ RUN DOCKYARD_VAR_DIR=/tmp/collectstatic SECRET_KEY=collectstatic-only DOCKYARD_A
  && rm -rf /tmp/collectstatic
 USER 10001:10001
 EXPOSE 8000
+# X-Forwarded-For/-Proto are believed only from these addresses (uvicorn reads the variable):
+# the reverse proxy in front, never `*`, or a client could choose the address the audit log records.
+ENV FORWARDED_ALLOW_IPS=127.0.0.1,::1
 CMD ["uvicorn", "portal.asgi:application", "--proxy-headers", "--no-server-header"]

@@ -8,6 +8,7 @@ DOCKYARD_HTTPS=1 (`manage.py check --deploy` is then clean).
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -52,6 +53,7 @@ INSTALLED_APPS = [
     "portal.quotas",
     "portal.core.admin_config.DockyardAdminConfig",
     "django.contrib.auth",
+    "axes",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
@@ -79,6 +81,8 @@ MIDDLEWARE = [
     "portal.accounts.middleware.ActiveTeamMiddleware",
     "portal.core.logs.UserContextMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
+    # Last, as django-axes asks: turns a locked-out sign-in into the lock-out page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -117,8 +121,26 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
 else:
-    DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
+    # A bounded pool per process instead of persistent connections: under ASGI every request
+    # may run in a thread of its own, and a connection kept per thread exhausts the server's
+    # max_connections. The pool needs CONN_MAX_AGE=0 (connections go back to it after each
+    # request). Size it so that every process together stays below PostgreSQL's
+    # max_connections (100 by default, 3 reserved): web processes + worker concurrency (each
+    # prefork child has its own pool) + beat, times DOCKYARD_DB_POOL_MAX. The default set-up
+    # (1 web, a worker at --concurrency 2, 1 beat) holds at most 4 x 10 = 40 connections.
+    DOCKYARD_DB_POOL_MAX = env.int("DOCKYARD_DB_POOL_MAX", default=10)
+    # Connections a process keeps open while idle.
+    DOCKYARD_DB_POOL_MIN = env.int("DOCKYARD_DB_POOL_MIN", default=1)
+    # A request waits this long (seconds) for a free connection before failing: under load it
+    # is slowed, not refused.
+    DOCKYARD_DB_POOL_TIMEOUT_S = env.float("DOCKYARD_DB_POOL_TIMEOUT_S", default=30.0)
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": min(DOCKYARD_DB_POOL_MIN, DOCKYARD_DB_POOL_MAX),
+        "max_size": DOCKYARD_DB_POOL_MAX,
+        "timeout": DOCKYARD_DB_POOL_TIMEOUT_S,
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")
@@ -187,6 +209,10 @@ KUBE_CONTEXT = env.str("DOCKYARD_KUBE_CONTEXT", default="")
 # host-side name of its bridge, which scripts/workload-firewall.sh filters.
 DOCKYARD_DOCKER_NETWORK = env.str("DOCKYARD_DOCKER_NETWORK", default="dockyard-workloads")
 DOCKYARD_DOCKER_BRIDGE = env.str("DOCKYARD_DOCKER_BRIDGE", default="dy-workloads")
+# What the engine keeps of each workload container's output (json-file driver): files of at
+# most this many MiB, this many of them, oldest dropped first.
+DOCKYARD_DOCKER_LOG_MAX_MB = env.int("DOCKYARD_DOCKER_LOG_MAX_MB", default=50)
+DOCKYARD_DOCKER_LOG_FILES = env.int("DOCKYARD_DOCKER_LOG_FILES", default=3)
 # Labels put on every workload container and volume ("key=value,key=value"). They tell apart
 # installations (or test runs) sharing one engine: each sees, reconciles and removes only
 # the workloads carrying its own labels.
@@ -205,14 +231,25 @@ DOCKYARD_K8S_OUTPUT_SIZE = env.str("DOCKYARD_K8S_OUTPUT_SIZE", default="10Gi")
 DOCKYARD_K8S_SHARED_STORAGE_CLASS = env.str("DOCKYARD_K8S_SHARED_STORAGE_CLASS", default="")
 # The cluster's DNS domain: the proxy reaches a workspace at <service>.<namespace>.svc.<domain>.
 DOCKYARD_K8S_CLUSTER_DOMAIN = env.str("DOCKYARD_K8S_CLUSTER_DOMAIN", default="cluster.local")
+# How readiness and the proxy reach a workspace pod: "service" (its Service's DNS name; a
+# portal inside the cluster) or "pod-ip" (the pod's address; a portal outside the cluster on
+# a network routed to the pods, which cannot resolve the cluster's names).
+DOCKYARD_K8S_REACH = env.str("DOCKYARD_K8S_REACH", default="service")
+# With "pod-ip": the addresses such a portal connects from, let in by the workloads' policy.
+DOCKYARD_K8S_PORTAL_CIDRS = env.list("DOCKYARD_K8S_PORTAL_CIDRS", default=[])
 # Where the portal's own pods run, and their labels: the only pods a workload accepts
 # connections from ("" namespace = the portal pod's own namespace in-cluster, else "dockyard").
 DOCKYARD_K8S_PORTAL_NAMESPACE = env.str("DOCKYARD_K8S_PORTAL_NAMESPACE", default="")
 DOCKYARD_K8S_PORTAL_POD_LABELS = env.dict(
     "DOCKYARD_K8S_PORTAL_POD_LABELS", default={"app.kubernetes.io/name": "dockyard"}
 )
-# Addresses workloads may not connect to (the cloud metadata service); empty: no egress policy.
+# Workloads may look names up (port 53) and reach the internet, never private ranges (RFC 1918,
+# link-local, 100.64/10); also blocked: these addresses, and the cluster's pod and service
+# ranges (needed when they are not private). The allow-list names private ranges they may
+# reach all the same (a package mirror).
 DOCKYARD_K8S_BLOCKED_EGRESS = env.list("DOCKYARD_K8S_BLOCKED_EGRESS", default=["169.254.169.254/32"])
+DOCKYARD_K8S_CLUSTER_CIDRS = env.list("DOCKYARD_K8S_CLUSTER_CIDRS", default=[])
+DOCKYARD_K8S_EGRESS_ALLOW = env.list("DOCKYARD_K8S_EGRESS_ALLOW", default=[])
 # The GPU resource name, the node label naming the GPU model (NVIDIA's GPU feature discovery
 # sets both) and the label with each GPU's memory in MiB.
 DOCKYARD_K8S_GPU_RESOURCE = env.str("DOCKYARD_K8S_GPU_RESOURCE", default="nvidia.com/gpu")
@@ -234,6 +271,9 @@ DOCKYARD_K8S_JOB_DEADLINE_SLACK_S = env.int("DOCKYARD_K8S_JOB_DEADLINE_SLACK_S",
 DOCKYARD_K8S_TERMINATION_GRACE_S = env.int("DOCKYARD_K8S_TERMINATION_GRACE_S", default=10)
 # How long stop() waits, past the grace period, for the kubelet to report the pods ended.
 DOCKYARD_K8S_STOP_WAIT_S = env.int("DOCKYARD_K8S_STOP_WAIT_S", default=30)
+# How long remove(keep_data=False) waits for deleted claims to go (the pvc-protection
+# finalizer holds them while a pod still uses them); past it they are reported as going.
+DOCKYARD_K8S_REMOVE_WAIT_S = env.int("DOCKYARD_K8S_REMOVE_WAIT_S", default=30)
 # imagePullPolicy of workload containers (images are pinned by digest, so IfNotPresent is exact).
 DOCKYARD_K8S_IMAGE_PULL_POLICY = env.str("DOCKYARD_K8S_IMAGE_PULL_POLICY", default="IfNotPresent")
 # Files put in place before start (a job's /code) travel as Secrets of up to 768 KiB each:
@@ -283,6 +323,12 @@ DOCKYARD_TICKET_MAX_AGE_S = env.int("DOCKYARD_TICKET_MAX_AGE_S", default=60)
 DOCKYARD_NOTEBOOK_COOKIE_AGE_S = env.int("DOCKYARD_NOTEBOOK_COOKIE_AGE_S", default=12 * 3600)
 # The proxy caches "may this person use this workspace" for at most this long (seconds).
 DOCKYARD_PROXY_AUTH_CACHE_S = env.float("DOCKYARD_PROXY_AUTH_CACHE_S", default=5.0)
+# Largest WebSocket message the proxy relays either way (bytes); a bigger one closes the
+# connection with 1009. uvicorn's --ws-max-size (16 MiB by default) also bounds what browsers send.
+DOCKYARD_PROXY_WS_MAX_BYTES = env.int("DOCKYARD_PROXY_WS_MAX_BYTES", default=16 * 1024 * 1024)
+# Largest request body the proxy passes to a workspace (bytes; Jupyter's own limit is 512 MiB):
+# a bigger one gets 413. Bodies stream through, so this bounds the container, not the web process.
+DOCKYARD_PROXY_MAX_BODY_BYTES = env.int("DOCKYARD_PROXY_MAX_BODY_BYTES", default=512 * 1024 * 1024)
 
 # Beat looks at every running workspace's activity this often (seconds) to stop idle ones;
 # the owner is warned DOCKYARD_CULL_WARNING_S before.
@@ -320,6 +366,17 @@ DOCKYARD_JOB_LOG_MAX_KB = env.int("DOCKYARD_JOB_LOG_MAX_KB", default=4096)
 DOCKYARD_JOB_OUTPUT_MAX_MB = env.int("DOCKYARD_JOB_OUTPUT_MAX_MB", default=1024)
 # Metrics of running jobs are read from /output/metrics.jsonl at most this often (seconds).
 DOCKYARD_JOB_METRICS_INTERVAL_S = env.float("DOCKYARD_JOB_METRICS_INTERVAL_S", default=5.0)
+# Bounds on reading metrics.jsonl (the job writes it): only its last MAX_MB are read, longer
+# lines are skipped, at most MAX_SERIES metrics are kept, each thinned to about MAX_POINTS points.
+DOCKYARD_JOB_METRICS_MAX_MB = env.int("DOCKYARD_JOB_METRICS_MAX_MB", default=20)
+DOCKYARD_JOB_METRICS_MAX_LINE_KB = env.int("DOCKYARD_JOB_METRICS_MAX_LINE_KB", default=64)
+DOCKYARD_JOB_METRICS_MAX_SERIES = env.int("DOCKYARD_JOB_METRICS_MAX_SERIES", default=100)
+DOCKYARD_JOB_METRICS_MAX_POINTS = env.int("DOCKYARD_JOB_METRICS_MAX_POINTS", default=2000)
+# A workload's log line longer than this (KiB) is cut, with a marker saying so, wherever
+# Dockyard reads logs.
+DOCKYARD_LOG_LINE_MAX_KB = env.int("DOCKYARD_LOG_LINE_MAX_KB", default=16)
+# Most entries an uploaded code archive may hold (files and folders).
+DOCKYARD_JOB_CODE_MAX_FILES = env.int("DOCKYARD_JOB_CODE_MAX_FILES", default=100_000)
 # Encrypts secret env values at rest (a Fernet key); empty: derived from SECRET_KEY.
 DOCKYARD_SECRETS_KEY = env.str("DOCKYARD_SECRETS_KEY", default="")
 # Code archives and job outputs (Django's default file storage).
@@ -347,6 +404,26 @@ DOCKYARD_BUILD_CA_BUNDLE = env.str(
 )
 # Package index for pip inside builds; empty means pip's default (PyPI).
 DOCKYARD_PIP_INDEX_URL = env.str("DOCKYARD_PIP_INDEX_URL", default="")
+# Builds run on their own bridge network (the bridge has a fixed host-side name, which
+# scripts/workload-firewall.sh fences: nothing beyond the host, and on the host only the proxy).
+DOCKYARD_BUILD_NETWORK = env.str("DOCKYARD_BUILD_NETWORK", default="dockyard-builds")
+DOCKYARD_BUILD_BRIDGE = env.str("DOCKYARD_BUILD_BRIDGE", default="dy-builds")
+# The only hosts a build may reach, through the egress proxy the builds worker runs on the
+# build bridge's gateway at this port ("*.example.org" allows its subdomains). The host of
+# DOCKYARD_PIP_INDEX_URL is allowed as well.
+DOCKYARD_BUILD_EGRESS_HOSTS = env.list(
+    "DOCKYARD_BUILD_EGRESS_HOSTS",
+    default=["pypi.org", "files.pythonhosted.org", "deb.debian.org", "security.debian.org", "registry.npmjs.org"],
+)
+DOCKYARD_BUILD_PROXY_PORT = env.int("DOCKYARD_BUILD_PROXY_PORT", default=3128)
+# What each build step may use: memory (MiB, no swap beyond it) and CPUs.
+DOCKYARD_BUILD_MEMORY_MIB = env.int("DOCKYARD_BUILD_MEMORY_MIB", default=4096)
+DOCKYARD_BUILD_CPUS = env.float("DOCKYARD_BUILD_CPUS", default=2.0)
+# The cgroup every build step runs under; scripts/workload-firewall.sh gives it a process limit
+# (DOCKYARD_BUILD_PIDS_LIMIT), which the engine's build API cannot set per step.
+DOCKYARD_BUILD_CGROUP_PARENT = env.str("DOCKYARD_BUILD_CGROUP_PARENT", default="dockyard-builds")
+# A build running longer than this (seconds, all steps together) is stopped and reported failed.
+DOCKYARD_BUILD_TIMEOUT_S = env.int("DOCKYARD_BUILD_TIMEOUT_S", default=3600)
 
 # --- Quotas and admission -----------------------------------------------------------------
 
@@ -413,6 +490,23 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# Sign-in throttling (django-axes): after this many failed sign-ins for one account, or from
+# one address, further attempts for it are refused for DOCKYARD_SIGNIN_LOCKOUT_S, even with
+# the right password. The address is the TCP peer (forwarded headers only from
+# FORWARDED_ALLOW_IPS, resolved by uvicorn), the same one the audit log records.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env.int("DOCKYARD_SIGNIN_FAILURE_LIMIT", default=10)
+AXES_COOLOFF_TIME = timedelta(seconds=env.int("DOCKYARD_SIGNIN_LOCKOUT_S", default=900))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # either one alone locks
+AXES_CLIENT_IP_CALLABLE = "portal.audit.services.client_ip"
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False
+
+# A person may hold at most this many usable (unrevoked, unexpired) API tokens at once, so a
+# leaked token or a runaway script cannot mint tokens without end.
+DOCKYARD_TOKENS_PER_USER_MAX = env.int("DOCKYARD_TOKENS_PER_USER_MAX", default=50)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

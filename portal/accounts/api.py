@@ -26,7 +26,7 @@ class TeamRoleOut(serializers.Serializer):
 
 class MeOut(serializers.Serializer):
     username = serializers.CharField()
-    email = serializers.EmailField()
+    email = serializers.CharField(help_text="An e-mail address, or empty when none is set.")
     first_name = serializers.CharField()
     last_name = serializers.CharField()
     is_staff = serializers.BooleanField()
@@ -117,7 +117,10 @@ class TokenListView(APIView):
     def post(self, request: Request) -> Response:
         data = TokenIn(data=request.data)
         data.is_valid(raise_exception=True)
-        token, raw = services.token_create(user=request.user, actor=Actor.from_request(request), **data.validated_data)
+        parent = request.auth if isinstance(request.auth, ApiToken) else None
+        token, raw = services.token_create(
+            user=request.user, actor=Actor.from_request(request), parent=parent, **data.validated_data
+        )
         token.token = raw
         return Response(TokenCreatedOut(token).data, status=status.HTTP_201_CREATED)
 

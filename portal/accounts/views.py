@@ -25,14 +25,18 @@ def token_list(request: HttpRequest) -> HttpResponse:
     form = TokenCreateForm(request.POST or None)
     new_token = None
     if request.method == "POST" and form.is_valid():
-        _, new_token = services.token_create(
-            user=request.user,
-            name=form.cleaned_data["name"],
-            expires_at=form.expires_at(),
-            actor=Actor.from_request(request),
-        )
-        # Rendered, not redirected: the raw token exists only in this one response.
-        form = TokenCreateForm()
+        try:
+            _, new_token = services.token_create(
+                user=request.user,
+                name=form.cleaned_data["name"],
+                expires_at=form.expires_at(),
+                actor=Actor.from_request(request),
+            )
+        except ValidationError as refused:
+            form.add_error(None, refused)
+        else:
+            # Rendered, not redirected: the raw token exists only in this one response.
+            form = TokenCreateForm()
     context = {"form": form, "tokens": selectors.token_list_for(user=request.user), "new_token": new_token}
     return render(request, "accounts/tokens.html", context, status=400 if form.errors else 200)
 

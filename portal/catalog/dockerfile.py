@@ -78,7 +78,7 @@ class BuildContext:
 
 
 def clean_apt_packages(packages: list[str]) -> list[str]:
-    bad = [p for p in packages if not APT_PACKAGE.match(p)]
+    bad = [p for p in packages if not APT_PACKAGE.fullmatch(p)]
     if bad:
         raise ValidationError({"apt_packages": f"Not a Debian package name: {', '.join(bad)}."})
     return sorted(set(packages))
@@ -102,7 +102,7 @@ def clean_pip_requirements(lines: list[str]) -> list[str]:
 
 def clean_image_reference(reference: str, field_name: str = "pull_ref") -> str:
     reference = reference.strip()
-    if not IMAGE_REFERENCE.match(reference):
+    if not IMAGE_REFERENCE.fullmatch(reference):
         raise ValidationError({field_name: f"Not an image reference: {reference!r} (e.g. pytorch/pytorch:2.5.1)."})
     return reference
 
@@ -113,7 +113,7 @@ def clean_pip_lock(lines: list[str]) -> list[str]:
     for line in (" ".join(raw.split()) for raw in lines):
         if not line:
             continue
-        match = LOCK_LINE.match(line)
+        match = LOCK_LINE.fullmatch(line)
         if not match:
             raise ValidationError({"lock": f"Not a lock line (name==version --hash=sha256:...): {line!r}."})
         name = canonical_name(match["name"])
@@ -214,6 +214,6 @@ def startup_command(command: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _quoted(value: str) -> str:
-    if not re.match(r"^https?://[A-Za-z0-9._~:/?#@!$&'()*+,;=%-]+$", value):
+    if not re.fullmatch(r"^https?://[A-Za-z0-9._~:/?#@!$&'()*+,;=%-]+$", value):
         raise ValidationError({"pip_index_url": f"Not a URL: {value!r}."})
     return value

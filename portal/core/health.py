@@ -11,6 +11,7 @@ from django.views.decorators.cache import never_cache
 from kombu import Connection
 
 from portal.celery import app as celery_app
+from portal.core.metrics import may_scrape
 from portal.runtime import get_backend
 
 OK = "ok"
@@ -105,11 +106,27 @@ def run_checks() -> dict[str, str]:
     return results
 
 
+FAILING = "failing"
+
+
+def _may_see_detail(request: HttpRequest) -> bool:
+    # Exception text names hosts, ports and users of the stores: only those who may read the
+    # metrics (this machine, the metrics token) and staff see it; a probe needs only the status.
+    authorization = request.headers.get("Authorization", "")
+    if may_scrape(authorization=authorization, remote_addr=request.META.get("REMOTE_ADDR")):
+        return True
+    return bool(getattr(request, "user", None) and request.user.is_staff)
+
+
 @never_cache
 def readyz(request: HttpRequest) -> JsonResponse:
-    """200 when every component answers, else 503; the body names each component's state."""
+    """200 when every component answers, else 503; the body names each component's state, and
+    why one fails to those who may see it."""
     results: dict = run_checks()
     ready = all(value == OK for value in results.values())
+    if not _may_see_detail(request):
+        return JsonResponse({name: OK if value == OK else FAILING for name, value in results.items()},
+                            status=200 if ready else 503)  # fmt: skip
     warnings = broker_warnings() if results.get("broker") == OK else []
     if warnings:
         results["warnings"] = warnings  # reported, but not a reason to take the portal out of service

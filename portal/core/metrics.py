@@ -89,7 +89,7 @@ def metrics_text() -> bytes:
     return generate_latest(registry)
 
 
-def _may_scrape(*, authorization: str, remote_addr: str | None) -> bool:
+def may_scrape(*, authorization: str, remote_addr: str | None) -> bool:
     """With DOCKYARD_METRICS_TOKEN set, the scraper sends it as a Bearer token; without,
     only this machine may read metrics."""
     token = settings.DOCKYARD_METRICS_TOKEN
@@ -117,7 +117,7 @@ def worker_metrics_serve(*, port: int, address: str) -> WSGIServer:
     app = make_wsgi_app(registry)
 
     def guarded(environ, start_response):
-        if not _may_scrape(authorization=environ.get("HTTP_AUTHORIZATION", ""),
+        if not may_scrape(authorization=environ.get("HTTP_AUTHORIZATION", ""),
                            remote_addr=environ.get("REMOTE_ADDR")):  # fmt: skip
             start_response("403 Forbidden", [("Content-Type", "text/plain")])
             return [b"A metrics token is needed.\n"]
@@ -131,7 +131,7 @@ def worker_metrics_serve(*, port: int, address: str) -> WSGIServer:
 def metrics_view(request: HttpRequest) -> HttpResponse:
     """Prometheus's scrape target. With DOCKYARD_METRICS_TOKEN set, it needs
     `Authorization: Bearer <token>`; without, it answers only this machine and staff."""
-    allowed = _may_scrape(authorization=request.headers.get("Authorization", ""),
+    allowed = may_scrape(authorization=request.headers.get("Authorization", ""),
                           remote_addr=request.META.get("REMOTE_ADDR"))  # fmt: skip
     if settings.DOCKYARD_METRICS_TOKEN and not allowed:
         raise PermissionDenied("A metrics token is needed.")

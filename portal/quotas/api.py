@@ -6,7 +6,6 @@ from decimal import Decimal
 
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
@@ -25,7 +24,7 @@ from portal.quotas.models import LIMIT_FIELDS, ResourceProfile, TeamQuota, UserQ
 # --- Output -----------------------------------------------------------------------------------
 
 
-@extend_schema_field(OpenApiTypes.NUMBER)
+@extend_schema_field({"type": "number", "nullable": True})
 class NumberField(serializers.Field):
     """A count or an amount as a JSON number (never a string); null where there is no limit."""
 

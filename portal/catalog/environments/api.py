@@ -368,8 +368,12 @@ class EnvironmentImportView(APIView):
                 raw["yaml"] = exchange.environment_file_text(request.FILES["file"])
             except DjangoValidationError as error:
                 raise ValidationError({"file": error.messages}) from None
+        elif hasattr(request.data, "dict"):
+            raw = request.data.dict()
+        elif isinstance(request.data, dict):
+            raw = dict(request.data)
         else:
-            raw = request.data.dict() if hasattr(request.data, "dict") else dict(request.data)
+            raise ValidationError({"non_field_errors": ["Send a JSON object with team and yaml, or the YAML file."]})
         if "yaml" in raw and len(raw) == 1:
             raw.update({k: v for k, v in request.query_params.items() if k in ("team", "slug", "name", "dry_run")})
         data = ImportIn(data=raw)

@@ -107,7 +107,7 @@ def _same_version(a: str, b: str) -> bool:
 def versions_of_lock(lines: Iterable[str]) -> dict[str, str]:
     found = {}
     for line in lines:
-        match = LOCK_LINE.match(line.strip())
+        match = LOCK_LINE.fullmatch(line.strip())
         if match:
             found[canonical_name(match["name"])] = match["version"]
     return found
@@ -154,7 +154,7 @@ def site_packages_versions(chunks: Iterable[bytes]) -> dict[str, str]:
             parts = entry.name.strip("/").split("/")
             if len(parts) != 2:
                 continue
-            match = METADATA_DIR.match(parts[1])
+            match = METADATA_DIR.fullmatch(parts[1])
             if match:
                 found[canonical_name(match["name"])] = match["version"].replace("_", "-")
     return found
