@@ -19,7 +19,7 @@ from rest_framework.test import APIClient
 from portal.accounts.models import Role
 from portal.audit.services import Actor
 from portal.catalog import services as catalog_services
-from portal.catalog.models import SourceType
+from portal.catalog.models import Image, ImageRevision, ImageStatus, SourceType
 from portal.catalog.services import SourceSpec
 from tests.factories import MembershipFactory, TeamFactory, UserFactory
 
@@ -119,6 +119,21 @@ def image_slug(request, engine):
     for image in engine.images.list(name=f"dockyard/{slug}*"):
         for tag in image.tags:
             engine.images.remove(tag, force=True)
+
+
+@pytest.fixture
+def ready_image(db):
+    """Makes a catalog image whose current revision is ready, pinned to a made-up digest,
+    for logic that never starts a container (nothing is built)."""
+
+    def make(slug: str) -> Image:
+        image = Image.objects.create(slug=slug, name=slug, default_command=["jupyter-lab"], status=ImageStatus.READY)
+        revision = ImageRevision.objects.create(image=image, number=1, source_type="build", digest="sha256:" + "a" * 64)
+        ImageRevision.objects.filter(pk=revision.pk).update(status="ready")
+        Image.objects.filter(pk=image.pk).update(current_revision=revision)
+        return Image.objects.get(pk=image.pk)
+
+    return make
 
 
 @pytest.fixture

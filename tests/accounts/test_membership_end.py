@@ -16,7 +16,6 @@ from portal.accounts.models import Membership, Role
 from portal.accounts.services import membership_remove, token_authenticate, token_create, user_deactivate
 from portal.audit.models import AuditEvent
 from portal.audit.services import Actor
-from portal.catalog.models import Image, ImageRevision, ImageStatus
 from portal.quotas.models import ResourceProfile
 from tests.factories import MembershipFactory, TeamFactory, UserFactory
 from workspaces import services as workspace_services
@@ -28,12 +27,8 @@ SYSTEM = Actor.system()
 
 
 @pytest.fixture
-def lab(db):
-    image = Image.objects.create(slug="lab", name="lab", default_command=["jupyter-lab"], status=ImageStatus.READY)
-    revision = ImageRevision.objects.create(image=image, number=1, source_type="build", digest="sha256:" + "a" * 64)
-    ImageRevision.objects.filter(pk=revision.pk).update(status="ready")
-    Image.objects.filter(pk=image.pk).update(current_revision=revision)
-    return Image.objects.get(pk=image.pk)
+def lab(ready_image):
+    return ready_image("lab")
 
 
 @pytest.fixture

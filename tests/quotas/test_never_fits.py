@@ -9,7 +9,6 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from portal.audit.services import Actor
-from portal.catalog.models import Image, ImageRevision, ImageStatus
 from portal.quotas.models import QueuedRequest, ResourceProfile, WorkloadKind
 from portal.quotas.services import admission_pass, admit
 from tests.quotas.conftest import SYSTEM, ask, inventory, team_limits, user_limits
@@ -21,12 +20,8 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def lab(db):
-    image = Image.objects.create(slug="lab", name="lab", default_command=["jupyter-lab"], status=ImageStatus.READY)
-    revision = ImageRevision.objects.create(image=image, number=1, source_type="build", digest="sha256:" + "a" * 64)
-    ImageRevision.objects.filter(pk=revision.pk).update(status="ready")
-    Image.objects.filter(pk=image.pk).update(current_revision=revision)
-    return Image.objects.get(pk=image.pk)
+def lab(ready_image):
+    return ready_image("lab")
 
 
 def profile(slug: str, *, cpus: int = 1, gpus: int = 0) -> ResourceProfile:
