@@ -16,11 +16,15 @@ import subprocess
 from tests.processes import VENV_BIN
 
 MAX_EXAMPLES = 4
+# The same requests every run, so CI is repeatable; DOCKYARD_SCHEMATHESIS_SEED=random explores
+# new ones (and prints the seed that found anything).
+SEED = 1561643729
 MAX_TIME_S = 100
 
 
 def test_no_generated_request_makes_the_api_fail(live_portal, bob_token, tmp_path):
-    seed = int(os.environ.get("DOCKYARD_SCHEMATHESIS_SEED") or random.randrange(2**31))
+    chosen = os.environ.get("DOCKYARD_SCHEMATHESIS_SEED", str(SEED))
+    seed = random.randrange(2**31) if chosen == "random" else int(chosen)
     print(f"schemathesis seed: {seed} (replay with DOCKYARD_SCHEMATHESIS_SEED={seed})")
     args = [
         str(VENV_BIN / "st"), "run", f"{live_portal.url}/api/schema/",
