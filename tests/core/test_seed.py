@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth import authenticate
 from django.core.management import call_command
+from django.test import RequestFactory
 
 from portal.accounts.models import Membership, Team, User
 from portal.core.demo import DEMO_PASSWORD
@@ -29,7 +30,7 @@ def test_seed_demo_twice_leaves_the_same_data():
         ("research", "carol", "team_admin"),
     ]
     assert [u for u, staff, *_ in first["users"] if staff] == ["admin"]
-    assert authenticate(username="bob", password=DEMO_PASSWORD) is not None
+    assert authenticate(RequestFactory().post("/accounts/login/"), username="bob", password=DEMO_PASSWORD) is not None
 
 
 @pytest.mark.django_db
