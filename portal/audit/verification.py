@@ -96,8 +96,13 @@ def _walk_all(ranges: list[tuple]) -> list[Problem | None]:
     if len(ranges) == 1:
         return [_walk_range(*ranges[0])]
     # Forked workers must not share this process's database connection: close it first,
-    # and each worker opens its own.
+    # and each worker opens its own. With a connection pool, the pool itself (its sockets,
+    # its threads) is dropped too: a child using the parent's pooled sockets would garble
+    # both sides' conversations with the server. Each side makes a new pool when it needs one.
     connections.close_all()
+    for conn in connections.all(initialized_only=True):
+        if conn.settings_dict.get("OPTIONS", {}).get("pool") and hasattr(conn, "close_pool"):
+            conn.close_pool()
     with get_context("fork").Pool(len(ranges)) as pool:
         return pool.starmap(_walk_range_in_worker, ranges)
 

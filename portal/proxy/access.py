@@ -7,11 +7,14 @@ revocation takes, and never delays a grant (a new share, a new member) or a fres
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import import_module
+from typing import TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import connection
 
 from portal.accounts.models import token_digest
 from portal.accounts.services import token_authenticate
@@ -40,6 +43,7 @@ class Caller:
 
 NOT_FOUND = Decision(allowed=False)
 CACHE_MAX_ENTRIES = 10_000
+T = TypeVar("T")
 
 
 class _Recent:
@@ -72,6 +76,20 @@ _tokens = _Recent()
 _token_uses = _Recent()
 
 
+def _in_thread(fn: Callable[..., T]) -> Callable[..., Awaitable[T]]:
+    """`fn` run in a worker thread, giving its database connection back afterwards. These
+    threads serve no Django request, so nothing else would: with a connection pool, each one
+    would hold a connection for good and starve the requests."""
+
+    def run(*args, **kwargs) -> T:
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            connection.close()
+
+    return sync_to_async(run, thread_sensitive=False)
+
+
 def _max_age(max_age: float | None) -> float:
     return settings.DOCKYARD_PROXY_AUTH_CACHE_S if max_age is None else max_age
 
@@ -100,7 +118,7 @@ async def decide(*, user_id: int, workspace_id: str, max_age: float | None = Non
     cached = _decisions.get(key, _max_age(max_age))
     if cached is not None:
         return cached
-    decision = await sync_to_async(_decide, thread_sensitive=False)(user_id, workspace_id)
+    decision = await _in_thread(_decide)(user_id, workspace_id)
     if decision.allowed and decision.running:
         _decisions.put(key, decision)
     return decision
@@ -121,7 +139,7 @@ async def session_alive(*, sealed: str, user_id: int, max_age: float | None = No
     session_key = session_unseal(sealed)
     if not session_key:
         return False
-    found = await sync_to_async(_session_user_id, thread_sensitive=False)(session_key)
+    found = await _in_thread(_session_user_id)(session_key)
     alive = found is not None and str(found) == str(user_id)
     if alive:
         _sessions.put(sealed, True)
@@ -135,7 +153,7 @@ async def caller_for_token(raw: str, *, max_age: float | None = None) -> Caller 
     cached = _tokens.get(key, _max_age(max_age))
     if cached is not None:
         return cached
-    token = await sync_to_async(token_authenticate, thread_sensitive=False)(raw=raw)
+    token = await _in_thread(token_authenticate)(raw=raw)
     if token is None:
         return None
     caller = Caller(user_id=token.user_id, token_digest=key, token_name=token.name)
@@ -176,7 +194,7 @@ async def record_open(*, workspace_id: str, user_id: int, ip: str | None) -> boo
         workspace_record_open(workspace=workspace, user=user, ip=ip)
         return True
 
-    return await sync_to_async(record, thread_sensitive=False)()
+    return await _in_thread(record)()
 
 
 async def record_token_use(*, caller: Caller, workspace_id: str, ip: str | None) -> None:
@@ -208,5 +226,5 @@ async def record_token_use(*, caller: Caller, workspace_id: str, ip: str | None)
             details={"name": workspace.name, "via": "token"},
         )
 
-    await sync_to_async(record, thread_sensitive=False)()
+    await _in_thread(record)()
     _token_uses.put(seen, True)

@@ -21,7 +21,7 @@ WRITERS, EVENTS_EACH = 8, 300
 def write_events(writer: int, start: threading.Barrier, errors: list) -> None:
     actor = Actor(type="user", name=f"writer{writer}", id=writer)
     try:
-        start.wait()
+        start.wait(timeout=120)  # a writer that cannot start breaks the barrier for all, never hangs them
         for n in range(EVENTS_EACH):
             audit_record(actor=actor, action="bench.append", details={"writer": writer, "n": n})
     except Exception as error:  # noqa: BLE001  (reported by the test below)
