@@ -13,6 +13,8 @@ import psycopg
 import pytest
 from django.db import connection
 
+from tests.processes import run_async
+
 CLIENTS = 50
 REQUESTS_PER_CLIENT = 6
 POOL_MAX = 4
@@ -73,7 +75,7 @@ def test_fifty_concurrent_clients_get_no_server_error_within_the_pool_bound(live
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
-        statuses = asyncio.run(_load(live_portal.url, bob_token))
+        statuses = run_async(_load, live_portal.url, bob_token)
     finally:
         done.set()
         watcher.join(timeout=10)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
 
 import pytest
 
 from portal.runtime.egress_proxy import REFUSED, EgressProxy, allowed_from_urls, egress_proxy_ensure
 from tests.netns import Listener
-from tests.processes import free_port, wait_for
+from tests.processes import free_port, run_async, wait_for
 
 
 def proxy_with(*allowed: str) -> EgressProxy:
@@ -68,7 +67,7 @@ def test_the_proxy_starts_from_a_thread_already_running_an_event_loop():
     async def start_inside_a_loop() -> EgressProxy:
         return egress_proxy_ensure(host="127.0.0.1", port=free_port(), allowed=())
 
-    proxy = asyncio.run(start_inside_a_loop())
+    proxy = run_async(start_inside_a_loop)
     try:
         assert tunnel(proxy, "example.org:443") == f"HTTP/1.1 403 {REFUSED}"
     finally:
