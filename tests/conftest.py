@@ -12,6 +12,7 @@ from pathlib import Path
 
 import docker
 import pytest
+import redis
 from django.conf import settings
 from playwright.sync_api import sync_playwright
 from rest_framework.test import APIClient
@@ -26,6 +27,16 @@ from tests.factories import MembershipFactory, TeamFactory, UserFactory
 # Every container and volume a test run makes carries this label, and is removed at the end.
 TEST_RUN = uuid.uuid4().hex[:12]
 RUN_LABEL = "dockyard.test-run"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def empty_broker():
+    """Each run starts with the test Redis database empty: tasks queued by an earlier run that
+    was stopped half-way must not reach this run's workers."""
+    if os.environ.get("REDIS_URL"):
+        server = redis.Redis.from_url(os.environ["REDIS_URL"])
+        server.flushdb()
+        server.close()
 
 
 @pytest.fixture(scope="session")

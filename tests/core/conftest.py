@@ -1,12 +1,17 @@
 """A live portal for tests that speak HTTP to it as clients would: uvicorn serving the ASGI app
-on the test database, with no worker (requests that queue work leave it queued)."""
+on the test database, with no worker. Its broker and cache are a Redis database of its own,
+emptied before and after, so work it queues (and nothing runs) never reaches a later test's
+worker."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
+import redis
 
 from portal.accounts.services import token_create
 from portal.audit.services import Actor
@@ -27,6 +32,24 @@ class LivePortal:
         return httpx.Client(base_url=self.url, headers=headers, timeout=60, follow_redirects=False)
 
 
+LIVE_REDIS_DB = 13
+
+
+@pytest.fixture
+def live_redis():
+    """The live portal's own Redis database (REDIS_URL with another index), emptied around it."""
+    base = os.environ.get("REDIS_URL", "")
+    if not base:
+        yield {}
+        return
+    url = urlunsplit(urlsplit(base)._replace(path=f"/{LIVE_REDIS_DB}"))
+    server = redis.Redis.from_url(url)
+    server.flushdb()
+    yield {"REDIS_URL": url}
+    server.flushdb()
+    server.close()
+
+
 @pytest.fixture
 def live_env() -> dict[str, str]:
     """Extra settings for the live portal's process (a test module may override this fixture)."""
@@ -34,10 +57,11 @@ def live_env() -> dict[str, str]:
 
 
 @pytest.fixture
-def live_portal(transactional_db, tmp_path, live_env):
+def live_portal(transactional_db, tmp_path, live_redis, live_env):
     port = free_port()
     env = {
         **env_on_test_database(),
+        **live_redis,
         "DOCKYARD_PORTAL_URL": f"http://127.0.0.1:{port}",
         "DOCKYARD_NOTEBOOK_PORT": str(port),
         "DOCKYARD_WORKLOAD_LABELS": f"{RUN_LABEL}={TEST_RUN}",
